@@ -1,0 +1,43 @@
+# outpost — the two commands a newcomer needs are `make up` and `make test`; the rest is reference.
+PY      := .venv/bin/python
+STACK   ?= local
+OUT     ?= .plan/$(STACK)
+BASE    ?= origin/main
+
+.PHONY: up test test-fast test-e2e setup plan check diff vm vm-stop bench clean
+
+up: setup                     ## boot the local VM and `pulumi up --stack local` on it
+	tools/up-local.sh
+
+test: setup                   ## every test layer: render, program, validators, end to end
+	$(PY) -m pytest -q
+
+test-fast: setup              ## everything but the VM-based end-to-end suite
+	$(PY) -m pytest -q -m "not e2e"
+
+test-e2e: setup               ## only the end-to-end suite against the local VM
+	$(PY) -m pytest -q -m e2e
+
+setup:                        ## Debian packages + .venv with the pinned dependencies
+	@tools/setup.sh
+
+plan: setup                   ## every file each host of STACK would get, and plan.json, in OUT
+	$(PY) -m components render --stack $(STACK) --out $(OUT)
+
+check: setup                  ## validate Pulumi.$(STACK).yaml
+	$(PY) -m components check --stack $(STACK)
+
+diff: setup                   ## what changes on which host between BASE and the working tree
+	$(PY) -m components diff --stack $(STACK) --base $(BASE)
+
+vm: setup                     ## build (cached) and boot the local VM
+	$(PY) tools/vm.py start --state-dir .vm --ssh-port 2222 --http-port 8080 --https-port 8443
+
+vm-stop:                      ## stop the local VM
+	$(PY) tools/vm.py stop --state-dir .vm
+
+bench: setup                  ## benchmarks (printed as tables)
+	$(PY) bench/eval_scale.py
+
+clean:
+	rm -rf .plan .pytest_cache

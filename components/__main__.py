@@ -1,0 +1,49 @@
+"""outpost's command line, no Pulumi CLI needed.
+
+    python -m components render --stack NAME --out DIR   # the offline plan (make plan)
+    python -m components check --stack NAME              # validate Pulumi.NAME.yaml only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_file
+from .program import ROOT
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="write every host's files and plan.json for a stack")
+    render.add_argument("--stack", required=True)
+    render.add_argument("--out", required=True, type=Path)
+    check = sub.add_parser("check", help="validate a stack's config")
+    check.add_argument("--stack", required=True)
+    args = parser.parse_args(argv)
+
+    stack_file = ROOT / f"Pulumi.{args.stack}.yaml"
+    if not stack_file.exists():
+        print(f"{stack_file.name}: no such stack file in {ROOT}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "check":
+            load_file(stack_file)
+            print(f"{stack_file.name}: ok")
+        else:
+            from .plan import write_plan
+            args.out.mkdir(parents=True, exist_ok=True)
+            plan = write_plan(args.stack, args.out)
+            files = sum(len(m["files"]) for h in plan["hosts"].values() for m in h.values())
+            print(f"{stack_file.name}: {len(plan['hosts'])} hosts, {files} files, "
+                  f"{len(plan['resources'])} resources → {args.out}")
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Stack configuration: `Pulumi.<stack>.yaml` (or the Pulumi engine's config) → a validated `Stack`.
+
+`load_file(path)` reads a stack file without Pulumi (for `make plan`); `load_pulumi()` reads the
+running program's config. Both validate the same way and raise `ConfigError` carrying every problem
+as `Pulumi.<stack>.yaml: outpost:<key path>: <what is wrong>`. Secret values never enter the model:
+`Stack.secrets` maps names to None.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .checks import check
+from .model import Stack
+
+NAMESPACE = "outpost"
+
+
+class ConfigError(Exception):
+    """Every problem found in one stack config, one formatted line each."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_file(path: str | Path) -> Stack:
+    path = Path(path)
+    stack_name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path.name}: cannot read: {exc}"]) from None
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError([f"{path.name}: config: must be a mapping of keys like outpost:domain"])
+    return parse(config, stack_name)
+
+
+def load_pulumi() -> Stack:
+    """The running Pulumi program's `outpost:*` config (values as the engine passes them)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    raw = dict(runtime_config.get_config_env())
+    raw.update(runtime_config.CONFIG.get())
+    config: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass  # a plain string value such as a domain name
+        config[key] = value
+    return parse(config, pulumi.get_stack())
+
+
+def parse(config: dict[str, Any], stack_name: str) -> Stack:
+    """Validate the `outpost:*` keys of a stack's config mapping (other namespaces are ignored)."""
+    file = f"Pulumi.{stack_name}.yaml"
+    raw: dict[str, Any] = {}
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace != NAMESPACE:
+            continue
+        if name == "secrets" and isinstance(value, dict):
+            value = {secret: None for secret in value}
+        raw[name] = value
+    try:
+        stack = Stack.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in _pydantic_problems(exc)]) from None
+    problems = check(stack)
+    if problems:
+        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
+    return stack
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for "the mapping key itself is invalid"
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class that the value at LOC inside a Stack is validated against."""
+    tp: Any = Stack
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _is_port(loc: tuple) -> bool:
+    names = [p for p in loc if isinstance(p, str)]
+    return bool(names) and (names[-1] in ("port", "replicas"))
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/Annotated down to the model, dict or list inside."""
+    while True:
+        args = get_args(tp)
+        origin = get_origin(tp)
+        if origin in (dict, list) or not args:
+            return tp
+        inner = [a for a in args if a is not type(None)]
+        tp = inner[0]
+
+
+def _pydantic_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            valid = ", ".join(sorted(model.model_fields)) if model else "see DESIGN.md"
+            msg = f"unknown key; valid keys here: {valid}"
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "literal_error":
+            msg = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
+        elif kind == "value_error":
+            msg = str(err["ctx"]["error"])
+        elif kind in ("less_than_equal", "greater_than_equal") and _is_port(loc):
+            msg = f"{err['input']!r} is not a port; ports are 1-65535"
+        elif kind in ("too_short", "too_long"):
+            msg = err["msg"].replace("List", "list").replace("Dictionary", "mapping")
+        else:
+            msg = f"{err['msg']} (got {err['input']!r})" if not isinstance(err["input"], (dict, list)) else err["msg"]
+        problems.append((_key_path(loc), msg))
+    return problems

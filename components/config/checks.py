@@ -1,0 +1,253 @@
+"""Rules that relate several stack-config keys: names that must be defined, ports that clash,
+addresses that must lie in their network, options that exclude each other.
+
+Pure: `check(stack)` returns every problem as (key path, message); nothing is raised.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterator
+
+from .calendar import invalid_calendars
+from .model import Stack
+
+Problem = tuple[str, str]
+
+
+def _choices(names) -> str:
+    names = sorted(names)
+    return ", ".join(names) if names else "none are defined"
+
+
+def check(stack: Stack) -> list[Problem]:
+    problems: list[Problem] = []
+    for rule in (_hosts, _networks, _services, _ports, _routes, _proxy, _secrets, _dns,
+                 _buckets_and_backups):
+        problems.extend(rule(stack))
+    problems.extend(_calendars(stack))
+    return problems
+
+
+def _hosts(stack: Stack) -> Iterator[Problem]:
+    for name, host in stack.hosts.items():
+        where = f"hosts.{name}"
+        if host.provider == "static":
+            if not host.address:
+                yield f"{where}.address", "required for provider: static (the public IP or DNS name outpost connects to)"
+            if not host.host_key:
+                yield (f"{where}.host_key", "required for provider: static: the host's public SSH host key "
+                       "(`ssh-keyscan -t ed25519 ADDRESS`), pinned on every connection; outpost never trusts on first use")
+            for key in ("type", "location", "role"):
+                if getattr(host, key) is not None:
+                    yield f"{where}.{key}", "only applies to provider: hcloud"
+        else:
+            for key, example in (("type", "cx22"), ("location", "hel1")):
+                if not getattr(host, key):
+                    yield f"{where}.{key}", f"required for provider: hcloud (e.g. {example})"
+            for key in ("address", "host_key"):
+                if getattr(host, key) is not None:
+                    yield f"{where}.{key}", "only applies to provider: static (hcloud hosts get theirs from the program)"
+
+
+def _networks(stack: Stack) -> Iterator[Problem]:
+    used: dict[tuple[str, str], str] = {}
+    for name, host in stack.hosts.items():
+        for net_name, address in host.networks.items():
+            where = f"hosts.{name}.networks.{net_name}"
+            net = stack.networks.get(net_name)
+            if net is None:
+                yield where, f"network {net_name!r} is not defined in outpost:networks (defined: {_choices(stack.networks)})"
+                continue
+            if net.kind == "hcloud" and host.provider != "hcloud":
+                yield where, f"network {net_name!r} is a Hetzner network; only provider: hcloud hosts can join it (use a wireguard network for static hosts)"
+            addr = ipaddress.ip_address(address)
+            scope = net.subnet or net.ip_range
+            if addr not in ipaddress.ip_network(scope):
+                yield where, f"{address} is outside {net_name!r}'s {'subnet' if net.subnet else 'range'} {scope}"
+            other = used.setdefault((net_name, address), name)
+            if other != name:
+                yield where, f"{address} is already host {other!r}'s address in {net_name!r}"
+    for net_name, net in stack.networks.items():
+        where = f"networks.{net_name}"
+        if net.kind == "hcloud":
+            if net.subnet is None:
+                yield f"{where}.subnet", "required for kind: hcloud (e.g. 10.0.1.0/24 inside ip_range)"
+            elif not ipaddress.ip_network(net.subnet).subnet_of(ipaddress.ip_network(net.ip_range)):
+                yield f"{where}.subnet", f"{net.subnet} is not inside ip_range {net.ip_range}"
+        elif net.subnet is not None:
+            yield f"{where}.subnet", "only applies to kind: hcloud"
+
+
+def _services(stack: Stack) -> Iterator[Problem]:
+    users: dict[str, str] = {}
+    for name, svc in stack.services.items():
+        where = f"services.{name}"
+        for i, host in enumerate(svc.hosts):
+            if host not in stack.hosts:
+                yield f"{where}.hosts[{i}]", f"host {host!r} is not defined in outpost:hosts (defined: {_choices(stack.hosts)})"
+        if (svc.container is None) == (svc.process is None):
+            yield where, "needs exactly one of container: or process:"
+        if svc.socket and svc.replicas:
+            yield f"{where}.socket", "use either socket: or replicas:, not both"
+        if svc.socket and svc.container:
+            yield f"{where}.socket", "socket activation applies to process: services only"
+        if len(set(svc.replicas)) != len(svc.replicas):
+            yield f"{where}.replicas", "lists a port twice"
+        if svc.container and svc.replicas and svc.container.port is None:
+            yield f"{where}.container.port", "required with replicas: the port the app listens on inside the container"
+        if svc.is_job:
+            if svc.replicas or svc.socket:
+                yield f"{where}.schedule", "a scheduled job runs once per trigger; it can't have replicas: or socket:"
+            if "deploy" in svc.model_fields_set:
+                yield f"{where}.deploy", f"{svc.deploy!r} does not apply to a scheduled job (jobs just run the new version next time)"
+            if svc.health:
+                yield f"{where}.health", "does not apply to a scheduled job"
+        else:
+            if svc.after_success:
+                yield f"{where}.after_success", "only applies to scheduled jobs (schedule:)"
+            if svc.deploy == "blue-green" and len(svc.replicas) != 2:
+                yield f"{where}.deploy", "blue-green needs exactly two replicas: [blue port, green port]"
+            if svc.deploy == "blue-green" and not svc.health:
+                yield f"{where}.health", "blue-green needs a health check to decide when to switch"
+        if svc.after_success:
+            target = svc.after_success.restart
+            if target not in stack.services:
+                yield f"{where}.after_success.restart", f"service {target!r} is not defined (defined: {_choices(stack.services)})"
+            elif target == name or stack.services[target].is_job:
+                yield f"{where}.after_success.restart", f"{target!r} must be a long-running service, not a job"
+            elif not set(svc.hosts) <= set(stack.services[target].hosts):
+                yield f"{where}.after_success.restart", f"{target!r} does not run on every host this job runs on"
+        if svc.container is None and svc.rootful:
+            yield f"{where}.rootful", "only applies to container: services"
+        user = stack.service_user(name)
+        owner = users.setdefault(user, name)
+        if owner != name and stack.services[owner].rootful != svc.rootful:
+            yield f"{where}.user", f"user {user!r} is shared with {owner!r}; both must be rootless or both rootful"
+
+
+def _ports(stack: Stack) -> Iterator[Problem]:
+    claims: dict[tuple[str, int], str] = {}
+    reserved = {22: "sshd"}
+    routed = stack.routed_hosts()
+    for name, svc in stack.services.items():
+        for i, port in enumerate(svc.ports()):
+            key = f"services.{name}." + (f"socket.port" if svc.socket else f"replicas[{i}]")
+            for host in svc.hosts:
+                if port in reserved or (host in routed and port in (80, 443)):
+                    yield key, f"port {port} on host {host!r} is taken by {reserved.get(port, 'the proxy')}"
+                    continue
+                owner = claims.setdefault((host, port), name)
+                if owner != name:
+                    yield key, f"port {port} on host {host!r} is already used by service {owner!r}"
+
+
+def _routes(stack: Stack) -> Iterator[Problem]:
+    seen: dict[tuple[str, str], int] = {}
+    for i, route in enumerate(stack.routes):
+        where = f"routes[{i}]"
+        svc = stack.services.get(route.service)
+        if svc is None:
+            yield f"{where}.service", f"service {route.service!r} is not defined (defined: {_choices(stack.services)})"
+        elif not svc.ports():
+            yield (f"{where}.service", f"service {route.service!r} publishes no port: give it replicas: [PORT, ...] "
+                   "(with container.port) or socket: {port: PORT}")
+        first = seen.setdefault((route.host, route.path or "/"), i)
+        if first != i:
+            yield where, f"duplicates routes[{first}] (same host and path)"
+        if "{suffix}" not in route.host and stack.suffix and not route.host.startswith("*."):
+            pass  # a route may deliberately not carry the suffix
+
+
+def _proxy(stack: Stack) -> Iterator[Problem]:
+    proxy = stack.proxy
+    if not stack.routes:
+        return
+    if proxy.tls == "acme" and proxy.kind != "caddy":
+        yield "proxy.tls", f"acme (the proxy fetching its own certificates) needs kind: caddy; with {proxy.kind} use acme-dns, internal, files or none"
+    if proxy.tls in ("acme", "acme-dns") and not proxy.email:
+        yield "proxy.email", f"required for tls: {proxy.tls} (the ACME account contact)"
+    if proxy.tls == "acme-dns" and stack.dns is None and stack.geodns is None:
+        yield "proxy.tls", "acme-dns answers DNS-01 through outpost:dns or outpost:geodns; define one of them"
+    if proxy.tls == "files":
+        for key in ("certificate", "key"):
+            if getattr(proxy, key) is None:
+                yield f"proxy.{key}", "required for tls: files (the name of a secret in outpost:secrets)"
+    elif proxy.certificate or proxy.key:
+        yield "proxy", "certificate: and key: only apply to tls: files"
+
+
+def _secret_refs(stack: Stack) -> Iterator[tuple[str, str]]:
+    yield "admin.private_key", stack.admin.private_key
+    for name, svc in stack.services.items():
+        for var, secret in svc.secret_env.items():
+            yield f"services.{name}.secret_env.{var}", secret
+        for path, secret in svc.secret_files.items():
+            yield f"services.{name}.secret_files.{path}", secret
+    for key in ("certificate", "key"):
+        if getattr(stack.proxy, key):
+            yield f"proxy.{key}", getattr(stack.proxy, key)
+    if stack.geodns:
+        yield "geodns.token", stack.geodns.token
+    for name, bucket in stack.buckets.items():
+        yield f"buckets.{name}.credentials.access_key", bucket.credentials.access_key
+        yield f"buckets.{name}.credentials.secret_key", bucket.credentials.secret_key
+    for name, backup in stack.backups.items():
+        if backup.password:
+            yield f"backups.{name}.password", backup.password
+
+
+def _secrets(stack: Stack) -> Iterator[Problem]:
+    for where, secret in _secret_refs(stack):
+        if secret not in stack.secrets:
+            yield where, (f"secret {secret!r} is not in outpost:secrets (set it with "
+                          f"`pulumi config set --secret --path 'outpost:secrets.{secret}' VALUE`)")
+
+
+def _dns(stack: Stack) -> Iterator[Problem]:
+    if stack.geodns:
+        for i, rec in enumerate(stack.geodns.records):
+            where = f"geodns.records[{i}]"
+            for pool, hosts in rec.pools.items():
+                for j, host in enumerate(hosts):
+                    if host not in stack.hosts:
+                        yield f"{where}.pools.{pool}[{j}]", f"host {host!r} is not defined in outpost:hosts (defined: {_choices(stack.hosts)})"
+            for pool in rec.rules:
+                if pool not in rec.pools:
+                    yield f"{where}.rules.{pool}", f"pool {pool!r} is not defined in pools (defined: {_choices(rec.pools)})"
+            if rec.default not in rec.pools:
+                yield f"{where}.default", f"default pool {rec.default!r} is not defined in pools (defined: {_choices(rec.pools)})"
+            if rec.health and rec.health.protocol != "tcp" and not rec.health.path.startswith("/"):
+                yield f"{where}.health.path", "must start with /"
+
+
+def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:
+    for name, backup in stack.backups.items():
+        where = f"backups.{name}"
+        if backup.host not in stack.hosts:
+            yield f"{where}.host", f"host {backup.host!r} is not defined in outpost:hosts (defined: {_choices(stack.hosts)})"
+        if backup.bucket not in stack.buckets:
+            yield f"{where}.bucket", f"bucket {backup.bucket!r} is not defined in outpost:buckets (defined: {_choices(stack.buckets)})"
+        if backup.tool in ("restic", "kopia") and not backup.password:
+            yield f"{where}.password", f"required for tool: {backup.tool} (the name of the repository password secret)"
+        if backup.tool == "litestream" and any(not p.endswith((".db", ".sqlite", ".sqlite3")) for p in backup.paths):
+            yield f"{where}.paths", "litestream replicates SQLite databases: list database files (*.db, *.sqlite, *.sqlite3)"
+    for name, bucket in stack.buckets.items():
+        if not bucket.endpoint.startswith(("https://", "http://")):
+            yield f"buckets.{name}.endpoint", f"{bucket.endpoint!r} is not a URL like https://hel1.your-objectstorage.com"
+        if bucket.object_lock_days and not bucket.versioning:
+            yield f"buckets.{name}.versioning", "Object Lock needs versioning: true"
+
+
+def _calendars(stack: Stack) -> Iterator[Problem]:
+    where: dict[str, list[str]] = defaultdict(list)
+    for name, svc in stack.services.items():
+        if svc.schedule:
+            where[svc.schedule.calendar].append(f"services.{name}.schedule.calendar")
+    for name, backup in stack.backups.items():
+        if backup.tool != "litestream":
+            where[backup.schedule].append(f"backups.{name}.schedule")
+    for expr, error in invalid_calendars(sorted(where)).items():
+        for key in where[expr]:
+            yield key, f"{expr!r} is not a systemd calendar expression ({error}); e.g. daily, *-*-* 04:00:00, Mon..Fri 08:00"

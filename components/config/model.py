@@ -1,0 +1,287 @@
+"""The stack-config contract as typed models: every `outpost:*` key, its type, its default.
+
+Pure. Shapes and single-field rules live here (types, enums, ranges, name syntax); rules that
+relate several keys (cross-references, port clashes, addresses in ranges) live in `checks.py`.
+Unknown keys are rejected everywhere (`extra="forbid"`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# A service, user or host name: a valid unix user name and systemd unit name prefix at once.
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DURATION_RE = re.compile(r"^(\d+(\.\d+)?(us|ms|s|sec|m|min|h|d|w)\s*)+$")
+CPU_RE = re.compile(r"^\d+%$")
+MEMORY_RE = re.compile(r"^\d+[KMGT]?$")
+# A route hostname: DNS labels, `{suffix}` allowed inside a label, `*.` allowed in front.
+ROUTE_HOST_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]|\{suffix\})*\.)*[a-z0-9]([a-z0-9-]|\{suffix\})*$")
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._@%+=:,/-]*$")
+SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?$")
+
+
+def _matching(pattern: re.Pattern[str], what: str):
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+    return AfterValidator(check)
+
+
+def _no_newline(value: str) -> str:
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError("must be a single line")
+    return value
+
+
+def _ip_network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form like 10.0.0.0/16 ({exc})") from None
+    return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address like 10.0.1.5") from None
+    return value
+
+
+Name = Annotated[str, _matching(NAME_RE, "a valid name: lowercase letter first, then a-z 0-9 _ -, at most 31 characters (it becomes a unix user and systemd unit name)")]
+HostName = Annotated[str, _matching(HOSTNAME_RE, "a valid host name: a-z 0-9 and -, at most 63 characters")]
+SecretName = Annotated[str, _matching(SECRET_NAME_RE, "a secret name (letters, digits, _ . -)")]
+Duration = Annotated[str, _matching(DURATION_RE, "a systemd duration like 2s, 500ms, 30m or 1h")]
+AbsPath = Annotated[str, _matching(ABS_PATH_RE, "an absolute path without spaces or shell characters")]
+Line = Annotated[str, AfterValidator(_no_newline)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Network = Annotated[str, AfterValidator(_ip_network)]
+Address = Annotated[str, AfterValidator(_ip_address)]
+SshKey = Annotated[str, _matching(SSH_KEY_RE, "an OpenSSH public key line like 'ssh-ed25519 AAAA... comment'")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Admin(Strict):
+    user: Name = "admin"
+    ssh_keys: list[SshKey] = Field(min_length=1)
+    ssh_sources: list[Network] = ["0.0.0.0/0", "::/0"]
+    private_key: SecretName
+
+
+class NetworkSpec(Strict):
+    kind: Literal["hcloud", "wireguard"]
+    ip_range: Network
+    subnet: Network | None = None           # hcloud: the subnet servers attach to
+    zone: str = "eu-central"                # hcloud network zone
+    port: Port = 51820                      # wireguard listen port
+
+
+class Host(Strict):
+    provider: Literal["hcloud", "static"]
+    # hcloud
+    type: str | None = None
+    location: str | None = None
+    image: str = "debian-13"
+    labels: dict[str, Line] = {}
+    ipv4: bool = True                       # a primary IPv4 address
+    ipv6: bool = True                       # a primary IPv6 address
+    role: Name | None = None                # hosts sharing a role share a placement group
+    # static
+    address: Line | None = None
+    port: Port = 22
+    user: Name = "root"                     # first login, before outpost's admin user exists
+    host_key: SshKey | None = None
+    # both
+    networks: dict[str, Address] = {}
+    region: str | None = None
+
+
+class Container(Strict):
+    image: Line
+    tag: Line = "latest"
+    port: Port | None = None
+    entrypoint: Line | None = None
+    command: Line | None = None
+    auto_update: Literal["none", "registry", "local"] = "none"
+    volumes: list[Line] = []
+
+
+class Process(Strict):
+    exec: Line
+    artifacts: dict[AbsPath, str] = {}
+
+
+class Socket(Strict):
+    port: Port
+    reuse_port: bool = True
+    instances: int = Field(default=1, ge=1, le=64)
+
+
+class Limits(Strict):
+    cpu: Annotated[str, _matching(CPU_RE, "a CPU quota like 200%")] | None = None
+    memory: Annotated[str, _matching(MEMORY_RE, "a memory size like 512M or 3G")] | None = None
+
+
+class Health(Strict):
+    path: Annotated[str, _matching(URL_PATH_RE, "a URL path like /ready")]
+    interval: Duration = "2s"
+    timeout: Duration = "1s"
+    retries: int = Field(default=20, ge=1, le=1000)
+
+
+class Schedule(Strict):
+    calendar: Line
+    randomized_delay: Duration | None = None
+    persistent: bool = False
+
+
+class AfterSuccess(Strict):
+    restart: str
+
+
+class Service(Strict):
+    hosts: list[str] = Field(min_length=1)
+    user: Name | None = None                # default: the service name
+    rootful: bool = False                   # containers: run under the system podman
+    container: Container | None = None
+    process: Process | None = None
+    replicas: list[Port] = []
+    socket: Socket | None = None
+    state_directory: Name | None = None
+    env: dict[Annotated[str, _matching(ENV_NAME_RE, "an environment variable name")], Line] = {}
+    secret_env: dict[Annotated[str, _matching(ENV_NAME_RE, "an environment variable name")], SecretName] = {}
+    secret_files: dict[AbsPath, SecretName] = {}
+    limits: Limits | None = None
+    health: Health | None = None
+    deploy: Literal["rolling", "blue-green", "restart"] = "rolling"
+    schedule: Schedule | None = None
+    after_success: AfterSuccess | None = None
+
+    @property
+    def is_job(self) -> bool:
+        return self.schedule is not None
+
+    def ports(self) -> list[int]:
+        """The 127.0.0.1 ports this service listens on, on each of its hosts."""
+        if self.socket:
+            return [self.socket.port]
+        return list(self.replicas)
+
+
+class Route(Strict):
+    host: Annotated[str, _matching(ROUTE_HOST_RE, "a host name like app{suffix}.example.org")]
+    path: Annotated[str, _matching(URL_PATH_RE, "a URL path prefix like /api")] | None = None
+    service: str
+
+
+class Proxy(Strict):
+    kind: Literal["caddy", "haproxy", "nginx"] = "caddy"
+    tls: Literal["acme", "acme-dns", "internal", "files", "none"] = "acme"
+    email: Line | None = None
+    certificate: SecretName | None = None   # tls: files
+    key: SecretName | None = None           # tls: files
+    acme_ca: Line | None = None             # ACME directory URL; default Let's Encrypt
+
+
+class DnsRecord(Strict):
+    name: Line
+    type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "CAA", "SRV", "NS"]
+    value: Line
+    ttl: int | None = Field(default=None, ge=60)
+
+
+class Dns(Strict):
+    provider: Literal["hetzner"] = "hetzner"
+    zone: HostName | Annotated[str, _matching(re.compile(r"^[a-z0-9.-]+$"), "a DNS zone")]
+    ttl: int = Field(default=300, ge=60)
+    records: list[DnsRecord] = []
+
+
+class GeoHealth(Strict):
+    path: Annotated[str, _matching(URL_PATH_RE, "a URL path like /")] = "/"
+    port: Port = 443
+    protocol: Literal["http", "https", "tcp"] = "https"
+
+
+class GeoRecordSpec(Strict):
+    name: Line
+    type: Literal["A", "AAAA"] = "A"
+    ttl: int | None = Field(default=None, ge=10)
+    pools: dict[str, list[str]] = Field(min_length=1)
+    rules: dict[str, list[Annotated[str, _matching(re.compile(r"^[A-Z]{2}$"), "a continent (EU, NA, ...) or ISO country code (DE, US, ...)")]]] = {}
+    default: str = "default"                # the pool that answers when no rule matches
+    health: GeoHealth | None = None
+
+
+class GeoDns(Strict):
+    provider: Literal["gcore", "bunny"]
+    token: SecretName
+    zone: Annotated[str, _matching(re.compile(r"^[a-z0-9.-]+$"), "a DNS zone")]
+    ttl: int = Field(default=120, ge=10)
+    records: list[GeoRecordSpec] = []
+
+
+class BucketCredentials(Strict):
+    access_key: SecretName
+    secret_key: SecretName
+
+
+class Bucket(Strict):
+    endpoint: Line
+    region: Line = "us-east-1"
+    versioning: bool = False
+    object_lock_days: int | None = Field(default=None, ge=1)
+    expire_days: int | None = Field(default=None, ge=1)
+    credentials: BucketCredentials
+
+
+class Backup(Strict):
+    host: str
+    paths: list[AbsPath] = Field(min_length=1)
+    bucket: str
+    tool: Literal["restic", "kopia", "litestream"] = "restic"
+    schedule: Line = "daily"
+    ping: Line | None = None
+    password: SecretName | None = None
+
+
+class Stack(Strict):
+    """One `Pulumi.<stack>.yaml`, validated. `secrets` holds names only, never values."""
+
+    domain: str | None = None
+    suffix: Annotated[str, _matching(re.compile(r"^[a-z0-9-]{0,20}$"), "a short host name suffix like -test")] = ""
+    protect: bool = False
+    admin: Admin
+    networks: dict[HostName, NetworkSpec] = {}
+    hosts: dict[HostName, Host] = Field(min_length=1)
+    services: dict[Name, Service] = {}
+    routes: list[Route] = []
+    proxy: Proxy = Proxy()
+    dns: Dns | None = None
+    geodns: GeoDns | None = None
+    buckets: dict[Annotated[str, _matching(re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"), "a bucket name (3-63 of a-z 0-9 . -)")], Bucket] = {}
+    backups: dict[Name, Backup] = {}
+    secrets: dict[SecretName, Any] = {}
+
+    def service_user(self, name: str) -> str:
+        return self.services[name].user or name
+
+    def services_on(self, host: str) -> dict[str, Service]:
+        return {n: s for n, s in self.services.items() if host in s.hosts}
+
+    def routed_hosts(self) -> set[str]:
+        """Hosts that run a service some route points at: they serve 80/443."""
+        return {h for r in self.routes if r.service in self.services for h in self.services[r.service].hosts}

@@ -1,0 +1,124 @@
+"""The host manifest: the files, users and units one Command ships to one host.
+
+Pure data. The render layer builds `Manifest`s; the resource layer turns each into the JSON a
+`remote.Command` carries on stdin (see docs/manifest.md); `make plan` writes their files to disk.
+Secrets appear only as `<secret:NAME>` placeholders until the resource layer fills them in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SECRET_RE = re.compile(r"<secret:([A-Za-z0-9_.:/@-]+)>")
+
+
+def secret_ref(name: str) -> str:
+    """The placeholder the render layer writes where secret NAME's value belongs."""
+    return f"<secret:{name}>"
+
+
+@dataclass(frozen=True)
+class File:
+    path: str
+    content: str | bytes
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        if isinstance(self.content, bytes):
+            return ()
+        return tuple(sorted(set(SECRET_RE.findall(self.content))))
+
+    def to_json(self) -> dict[str, Any]:
+        if isinstance(self.content, bytes):
+            content, b64 = base64.b64encode(self.content).decode(), True
+        else:
+            content, b64 = self.content, False
+        return {"path": self.path, "mode": self.mode, "owner": self.owner, "group": self.group,
+                "content": content, "b64": b64}
+
+
+@dataclass(frozen=True)
+class Dir:
+    path: str
+    mode: str = "0755"
+    owner: str = "root"
+    group: str = "root"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "mode": self.mode, "owner": self.owner, "group": self.group}
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    home: str
+    linger: bool = True
+    system: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "home": self.home, "linger": self.linger, "system": self.system}
+
+
+@dataclass(frozen=True)
+class Unit:
+    unit: str
+    scope: str = "system"  # "system" or "user:<name>"
+    enable: bool = True
+    start: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unit": self.unit, "scope": self.scope, "enable": self.enable, "start": self.start}
+
+
+@dataclass
+class Manifest:
+    """Everything one Command applies on one host (see docs/manifest.md for the wire format)."""
+
+    name: str
+    packages: list[str] = field(default_factory=list)
+    users: list[User] = field(default_factory=list)
+    dirs: list[Dir] = field(default_factory=list)
+    files: list[File] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
+    validate: list[dict[str, Any]] = field(default_factory=list)
+    restart: list[dict[str, Any]] = field(default_factory=list)
+    # What plan.json / `make diff` say this manifest restarts, e.g. {"kollektivkart": "rolling"}.
+    restarts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(sorted({s for f in self.files for s in f.secrets}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "name": self.name,
+            "packages": sorted(set(self.packages)),
+            "users": [u.to_json() for u in self.users],
+            "dirs": [d.to_json() for d in self.dirs],
+            "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
+            "units": [u.to_json() for u in self.units],
+            "validate": self.validate,
+            "restart": self.restart,
+        }
+
+    def encode(self, secrets: dict[str, str] | None = None) -> str:
+        """The stdin text: canonical JSON, placeholders replaced by `secrets` when given."""
+        doc = self.to_json()
+        if secrets is not None:
+            for f in doc["files"]:
+                if not f["b64"]:
+                    f["content"] = SECRET_RE.sub(lambda m: secrets[m.group(1)], f["content"])
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def digest(self) -> str:
+        """sha256 of the masked manifest: equal exactly when the rendered plan is equal."""
+        return hashlib.sha256(self.encode().encode()).hexdigest()

@@ -1,0 +1,76 @@
+"""Ships one rendered Manifest to one host: a `remote.Command` running the on-host agent.
+
+The manifest travels on stdin (a Pulumi secret whenever any file holds a secret); `create` and
+`delete` name only the manifest and its token. The token is the masked manifest's digest, so a
+no-change `pulumi up` sees byte-identical inputs and runs nothing, and an old resource's `delete`
+can never undo what a successor with different content applied (the agent compares tokens).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+
+import pulumi
+from pulumi_command import remote
+
+from .render.base import AGENT_PATH
+from .render.manifest import Manifest
+
+COMMAND_TYPE = "command:remote:Command"
+
+# Runs the agent carried inside the base manifest itself: the first apply on a new host, before
+# /usr/local/lib/outpost/outpost-apply.py exists. Standard library only; the manifest is staged
+# in a 0700 temporary directory and removed afterwards.
+_BOOT = f"""\
+import json, os, subprocess, sys, tempfile
+text = sys.stdin.read()
+source = next(f["content"] for f in json.loads(text)["files"] if f["path"] == {AGENT_PATH!r})
+with tempfile.TemporaryDirectory() as tmp:
+    agent = os.path.join(tmp, "outpost-apply.py")
+    with open(agent, "w") as out:
+        out.write(source)
+    sys.exit(subprocess.run([sys.executable, agent] + sys.argv[1:], input=text.encode()).returncode)
+"""
+
+
+def token(manifest: Manifest) -> str:
+    return manifest.digest()[:20]
+
+
+def create_command(manifest: Manifest) -> str:
+    args = ["apply", manifest.name, token(manifest)]
+    if manifest.name == "base":
+        return shlex.join(["sudo", "-n", "python3", "-c", _BOOT, *args])
+    return shlex.join(["sudo", "-n", "python3", AGENT_PATH, *args])
+
+
+def delete_command(manifest: Manifest) -> str:
+    return shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove", manifest.name, token(manifest)])
+
+
+def stdin_for(manifest: Manifest, secrets: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str]:
+    """The manifest JSON with every `<secret:NAME>` filled in; a secret Output if any was."""
+    names = manifest.secrets
+    if not names:
+        return manifest.encode()
+    missing = [n for n in names if n not in secrets]
+    if missing:
+        raise ValueError(f"manifest {manifest.name} references unknown secrets {missing}")
+    values = pulumi.Output.all(*[secrets[n] for n in names])
+    return pulumi.Output.secret(values.apply(lambda vals: manifest.encode(dict(zip(names, vals)))))
+
+
+def ship(name: str, manifest: Manifest, connection: remote.ConnectionArgs,
+         secrets: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource,
+         depends_on: Sequence[pulumi.Resource] = ()) -> remote.Command:
+    return remote.Command(
+        name,
+        connection=connection,
+        create=create_command(manifest),
+        delete=delete_command(manifest),
+        stdin=stdin_for(manifest, secrets),
+        add_previous_output_in_env=False,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on),
+                                    additional_secret_outputs=["stdin"]),
+    )

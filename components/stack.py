@@ -1,0 +1,96 @@
+"""The whole environment as one component: networks, hosts and, on each host, one Command per
+rendered manifest (base setup first, then the rest), wired in dependency order.
+
+`__main__.py` only loads the config and builds `Outpost`. Everything here is resources; what the
+hosts receive comes from the render layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_hcloud as hcloud
+from pulumi_command import remote
+
+from .config.model import Stack
+from .hosts import Host, HostArgs
+from .render import render_stack
+from .shipping import ship
+
+
+@dataclass
+class OutpostArgs:
+    stack: Stack
+    secrets: Mapping[str, pulumi.Output[str]]   # secret name → value (always secret Outputs)
+
+
+class Outpost(pulumi.ComponentResource):
+    hosts: dict[str, Host]
+    commands: dict[str, dict[str, remote.Command]]
+
+    def __init__(self, name: str, args: OutpostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("outpost:stack:Outpost", name, None, opts)
+        stack = args.stack
+        private_key = args.secrets[stack.admin.private_key]
+        child = pulumi.ResourceOptions(parent=self)
+        protect = pulumi.ResourceOptions(parent=self, protect=stack.protect)
+
+        uses_hcloud = any(h.provider == "hcloud" for h in stack.hosts.values())
+        ssh_key_ids = [
+            hcloud.SshKey(f"admin-key-{i}", public_key=key, name=f"{stack.admin.user}-{i}{stack.suffix}",
+                          opts=child).id
+            for i, key in enumerate(stack.admin.ssh_keys)
+        ] if uses_hcloud else []
+
+        subnets: dict[str, hcloud.NetworkSubnet] = {}
+        for net_name, net in stack.networks.items():
+            if net.kind != "hcloud":
+                continue
+            network = hcloud.Network(f"net-{net_name}", name=f"{net_name}{stack.suffix}",
+                                     ip_range=net.ip_range, opts=protect)
+            subnets[net_name] = hcloud.NetworkSubnet(
+                f"net-{net_name}-subnet", network_id=network.id.apply(int), type="cloud",
+                network_zone=net.zone, ip_range=net.subnet, opts=child)
+
+        placement: dict[str, pulumi.Output[str]] = {}
+        roles = [h.role for h in stack.hosts.values() if h.provider == "hcloud" and h.role]
+        for role in sorted({r for r in roles if roles.count(r) > 1}):
+            placement[role] = hcloud.PlacementGroup(f"placement-{role}", name=f"{role}{stack.suffix}",
+                                                    type="spread", opts=child).id
+
+        rendered = render_stack(stack)
+        self.hosts, self.commands = {}, {}
+        for host_name, cfg in stack.hosts.items():
+            host = Host(host_name, HostArgs(
+                name=host_name, config=cfg, stack=stack, private_key=private_key,
+                ssh_key_ids=ssh_key_ids,
+                subnet_ids={n: s.id for n, s in subnets.items() if n in cfg.networks},
+                subnets=[s for n, s in subnets.items() if n in cfg.networks],
+                placement_group_id=placement[cfg.role].apply(int) if cfg.role in placement else None,
+            ), opts=child)
+            self.hosts[host_name] = host
+            self.commands[host_name] = self._ship_host(host_name, host, rendered[host_name], args.secrets)
+
+        self.register_outputs({
+            "hosts": {name: {"public_ipv4": h.public_ipv4, "public_ipv6": h.public_ipv6,
+                             "private_addresses": h.private_addresses, "ssh": h.ssh}
+                      for name, h in self.hosts.items()},
+        })
+
+    def _ship_host(self, host_name: str, host: Host, manifests, secrets) -> dict[str, remote.Command]:
+        """Base first; services after the base; the proxy after the services it routes to."""
+        commands: dict[str, remote.Command] = {}
+        base = next(m for m in manifests if m.name == "base")
+        commands["base"] = ship(f"{host_name}-base", base, host.connection, secrets, host, host.ready)
+        services = [m for m in manifests if m.name not in ("base", "proxy")]
+        for manifest in services:
+            commands[manifest.name] = ship(f"{host_name}-{manifest.name}", manifest, host.connection,
+                                           secrets, host, [commands["base"]])
+        for manifest in manifests:
+            if manifest.name == "proxy":
+                commands["proxy"] = ship(f"{host_name}-proxy", manifest, host.connection, secrets, host,
+                                         [commands["base"], *(commands[m.name] for m in services)])
+        return commands

@@ -1,0 +1,128 @@
+"""The whole program under Pulumi's mocks, for every stack in the repository: the resource graph."""
+
+import ipaddress
+import json
+
+import pulumi
+import pytest
+import yaml
+
+from components.program import run_program, stack_config
+from tests.conftest import ROOT, STACKS
+from tests.program.harness import by_urn, of_type, registered
+
+COMMAND = "command:remote:Command"
+SERVER = "hcloud:index/server:Server"
+FIREWALL = "hcloud:index/firewall:Firewall"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_has_a_parent_under_the_component(stack):
+    resources = registered(stack)
+    top = [r for r in resources if r.type == "outpost:stack:Outpost"]
+    assert len(top) == 1 and top[0].parent.endswith("pulumi:pulumi:Stack::outpost-" + stack)
+    urns = by_urn(resources)
+    for res in resources:
+        if res is not top[0]:
+            assert res.parent in urns, f"{res.name} is not parented inside the Outpost component"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_command_pins_the_host_key_and_keeps_secrets_on_stdin(stack):
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    secret_names = list(config.get("outpost:secrets", {}))
+    commands = of_type(registered(stack), COMMAND)
+    assert commands
+    for cmd in commands:
+        conn = cmd.inputs["connection"]
+        assert conn["hostKey"].startswith("ssh-ed25519 "), cmd.name
+        assert "connection" in cmd.secret_inputs, f"{cmd.name}: private key must be a secret"
+        assert cmd.inputs["addPreviousOutputInEnv"] is False
+        assert "environment" not in cmd.inputs
+        for field in ("create", "delete"):
+            text = cmd.inputs.get(field, "")
+            assert "<secret:" not in text and not any(f"<secret:{n}>" in text for n in secret_names)
+        stdin = cmd.inputs.get("stdin")
+        if stdin and "<secret:" in stdin:
+            assert "stdin" in cmd.secret_inputs, f"{cmd.name}: stdin carries secrets but is not secret"
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if s != "local"])
+def test_every_server_has_its_firewall_at_creation(stack):
+    resources = registered(stack)
+    firewalls = {r.id: r for r in of_type(resources, FIREWALL)}
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    sources = config["outpost:admin"]["ssh_sources"]
+    servers = of_type(resources, SERVER)
+    assert servers
+    for server in servers:
+        ids = [str(int(i)) for i in server.inputs["firewallIds"]]
+        assert len(ids) == 1 and ids[0] in firewalls, server.name
+        rules = firewalls[ids[0]].inputs["rules"]
+        ssh = [r for r in rules if r["port"] == "22"]
+        assert ssh and all(set(r["sourceIps"]) <= set(sources) for r in ssh)
+        assert all(r["direction"] == "in" for r in rules)
+        assert {r["port"] for r in rules} <= {"22", "80", "443", "51820"}
+
+
+def test_ssh_rule_is_no_wider_than_configured():
+    narrow = dict(yaml.safe_load((ROOT / "Pulumi.test.yaml").read_text())["config"]["outpost:admin"],
+                  ssh_sources=["198.51.100.7/32"])
+    resources = registered("test", {"outpost:admin": narrow})
+    for fw in of_type(resources, FIREWALL):
+        ssh = [r for r in fw.inputs["rules"] if r["port"] == "22"]
+        assert [r["sourceIps"] for r in ssh] == [["198.51.100.7/32"]]
+
+
+def test_prod_is_protected_and_test_is_not():
+    for stack, protected in (("prod", True), ("test", False)):
+        resources = registered(stack)
+        for res in of_type(resources, SERVER):
+            assert res.protect is protected, (stack, res.name)
+            assert res.inputs["deleteProtection"] is protected and res.inputs["rebuildProtection"] is protected
+        for res in of_type(resources, "hcloud:index/network:Network") + of_type(resources, FIREWALL):
+            assert res.protect is protected, (stack, res.name)
+
+
+def test_hcloud_host_key_is_generated_and_injected():
+    resources = registered("test")
+    server = of_type(resources, SERVER)[0]
+    key = next(r for r in resources if r.type == "tls:index/privateKey:PrivateKey" and r.name == "web1-host-key")
+    assert key.inputs["algorithm"] == "ED25519"
+    assert "userData" in server.secret_inputs
+    user_data = server.inputs["userData"]
+    assert user_data.startswith("#cloud-config\n")
+    assert "disable_root: true" in user_data and "ssh_pwauth: false" in user_data
+    pinned = {c.inputs["connection"]["hostKey"] for c in of_type(resources, COMMAND)}
+    assert pinned == {key.outputs["public_key_openssh"].strip()}
+
+
+def test_static_host_bootstraps_admin_as_first_login_user():
+    resources = registered("prod")
+    boot = next(r for r in resources if r.name == "vps1-bootstrap")
+    base = next(r for r in resources if r.name == "vps1-base")
+    assert boot.inputs["connection"]["user"] == "root" and base.inputs["connection"]["user"] == "admin"
+    assert boot.urn in base.depends_on
+    assert boot.ignore_changes == ["create"]
+
+
+def test_placement_group_only_for_roles_with_several_servers():
+    prod = of_type(registered("prod"), "hcloud:index/placementGroup:PlacementGroup")
+    assert [p.name for p in prod] == ["placement-web"]
+    assert not of_type(registered("test"), "hcloud:index/placementGroup:PlacementGroup")
+
+
+def test_hcloud_network_attachment_uses_configured_addresses():
+    resources = registered("prod")
+    for server in of_type(resources, SERVER):
+        nets = server.inputs["networks"]
+        assert len(nets) == 1
+        assert ipaddress.ip_address(nets[0]["ip"]) in ipaddress.ip_network("10.0.1.0/24")
+
+
+def test_invalid_config_registers_nothing():
+    config = stack_config("test")
+    config["outpost:services"]["peerbook"]["hosts"] = ["nowhere"]
+    with pytest.raises(pulumi.RunError) as info:
+        run_program("test", config)
+    assert str(info.value).startswith("Pulumi.test.yaml: outpost:services.peerbook.hosts[0]:")
