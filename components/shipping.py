@@ -38,15 +38,15 @@ def token(manifest: Manifest) -> str:
     return manifest.digest()[:20]
 
 
-def create_command(manifest: Manifest) -> str:
-    args = ["apply", manifest.name, token(manifest)]
+def create_command(manifest: Manifest, tok: str) -> str:
+    args = ["apply", manifest.name, tok]
     if manifest.name == "base":
         return shlex.join(["sudo", "-n", "python3", "-c", _BOOT, *args])
     return shlex.join(["sudo", "-n", "python3", AGENT_PATH, *args])
 
 
-def delete_command(manifest: Manifest) -> str:
-    return shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove", manifest.name, token(manifest)])
+def delete_command(manifest: Manifest, tok: str) -> str:
+    return shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove", manifest.name, tok])
 
 
 def stdin_for(manifest: Manifest, secrets: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str]:
@@ -64,11 +64,12 @@ def stdin_for(manifest: Manifest, secrets: Mapping[str, pulumi.Output[str]]) -> 
 def ship(name: str, manifest: Manifest, connection: remote.ConnectionArgs,
          secrets: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource,
          depends_on: Sequence[pulumi.Resource] = ()) -> remote.Command:
+    tok = token(manifest)
     return remote.Command(
         name,
         connection=connection,
-        create=create_command(manifest),
-        delete=delete_command(manifest),
+        create=create_command(manifest, tok),
+        delete=delete_command(manifest, tok),
         stdin=stdin_for(manifest, secrets),
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -109,14 +110,46 @@ class Host(Strict):
     region: str | None = None
 
 
+# An image reference without tag: [registry[:port]/]path, lowercase (OCI distribution spec).
+IMAGE_RE = re.compile(r"^([a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# One word of a command line: no whitespace, quotes, backslashes or shell/systemd separators.
+WORD_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+# A volume: SOURCE:TARGET[:OPTIONS] with plain path characters.
+VOLUME_RE = re.compile(r"^[A-Za-z0-9_@+=.,/-]+:/[A-Za-z0-9_@+=.,/-]*(:[a-zA-Z,=0-9]+)?$")
+REPO_PATH_RE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._@+=,/-]+$")
+
+
+def _command_line(value: str) -> str:
+    """A command line outpost splits like a POSIX shell (quotes allowed, no variables or pipes)."""
+    import shlex
+    _no_newline(value)
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a command line outpost can split into words ({exc})") from None
+    return value
+
+
+class ContainerBuild(Strict):
+    """Assemble the image on the host instead of pulling it: a root filesystem of `host_paths`
+    (copied with `tar -h`, plus the shared libraries `ldd` lists for their executables and
+    libraries) and `files` from the repository (image path → repository path), imported with
+    `podman import` as `<image>:<tag>` into the storage of the user that runs the service."""
+
+    host_paths: list[AbsPath] = []
+    files: dict[AbsPath, Annotated[str, _matching(REPO_PATH_RE, "a path relative to the repository root like files/demo/hello.py")]] = {}
+
+
 class Container(Strict):
-    image: Line
-    tag: Line = "latest"
+    image: Annotated[str, _matching(IMAGE_RE, "an image name without tag like ghcr.io/owner/app or localhost/app (lowercase)")]
+    tag: Annotated[str, _matching(IMAGE_TAG_RE, "an image tag like 2025-05-14 or 1.2.3 (letters, digits, _ . -)")] = "latest"
     port: Port | None = None
-    entrypoint: Line | None = None
-    command: Line | None = None
+    entrypoint: Annotated[str, _matching(WORD_RE, "one absolute program path like /app/.venv/bin/gunicorn (no spaces or quotes)")] | None = None
+    command: Annotated[str, AfterValidator(_command_line)] | None = None
     auto_update: Literal["none", "registry", "local"] = "none"
-    volumes: list[Line] = []
+    volumes: list[Annotated[str, _matching(VOLUME_RE, "a volume like /srv/data:/data or /srv/data:/data:ro (no spaces)")]] = []
+    build: ContainerBuild | None = None     # build the image on the host (no registry needed)
 
 
 class Process(Strict):
@@ -282,6 +315,10 @@ class Stack(Strict):
     def services_on(self, host: str) -> dict[str, Service]:
         return {n: s for n, s in self.services.items() if host in s.hosts}
 
-    def routed_hosts(self) -> set[str]:
+    @cached_property
+    def routed(self) -> frozenset[str]:
         """Hosts that run a service some route points at: they serve 80/443."""
-        return {h for r in self.routes if r.service in self.services for h in self.services[r.service].hosts}
+        return frozenset(h for r in self.routes if r.service in self.services for h in self.services[r.service].hosts)
+
+    def routed_hosts(self) -> frozenset[str]:
+        return self.routed
