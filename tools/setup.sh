@@ -5,8 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-DEBS="python3-venv openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs systemd
-      caddy haproxy nginx pebble openssl git"
+DEBS="python3-venv openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux debian-archive-keyring systemd
+      caddy haproxy nginx pebble openssl git wireguard-tools restic"
 
 missing=""
 for pkg in $DEBS; do
