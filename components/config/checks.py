@@ -23,8 +23,8 @@ def _choices(names) -> str:
 
 def check(stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
-    for rule in (_hosts, _networks, _services, _ports, _routes, _proxy, _secrets, _dns,
-                 _buckets_and_backups):
+    for rule in (_hosts, _networks, _services, _reserved_names, _container_builds, _ports, _routes, _proxy, _secrets, _dns,
+                 _buckets_and_backups, _backup_tools):
         problems.extend(rule(stack))
     problems.extend(_calendars(stack))
     return problems
@@ -46,7 +46,7 @@ def _hosts(stack: Stack) -> Iterator[Problem]:
             for key, example in (("type", "cx22"), ("location", "hel1")):
                 if not getattr(host, key):
                     yield f"{where}.{key}", f"required for provider: hcloud (e.g. {example})"
-            for key in ("address", "host_key"):
+            for key in ("address", "host_key", "ssh_address"):
                 if getattr(host, key) is not None:
                     yield f"{where}.{key}", "only applies to provider: static (hcloud hosts get theirs from the program)"
 
@@ -93,6 +93,8 @@ def _services(stack: Stack) -> Iterator[Problem]:
             yield f"{where}.socket", "use either socket: or replicas:, not both"
         if svc.socket and svc.container:
             yield f"{where}.socket", "socket activation applies to process: services only"
+        if svc.socket and not svc.socket.reuse_port and svc.socket.instances > 1:
+            yield f"{where}.socket.reuse_port", "several instances share one port only with reuse_port: true"
         if len(set(svc.replicas)) != len(svc.replicas):
             yield f"{where}.replicas", "lists a port twice"
         if svc.container and svc.replicas and svc.container.port is None:
@@ -125,6 +127,35 @@ def _services(stack: Stack) -> Iterator[Problem]:
         owner = users.setdefault(user, name)
         if owner != name and stack.services[owner].rootful != svc.rootful:
             yield f"{where}.user", f"user {user!r} is shared with {owner!r}; both must be rootless or both rootful"
+
+
+# Units and users a host already has: a service named like one of them would replace it.
+RESERVED = {"ssh", "sshd", "caddy", "haproxy", "nginx", "podman", "root", "admin", "dbus", "cron",
+            "outpost", "systemd", "wg-quick", "network", "networking", "getty", "user", "default"}
+
+
+def _reserved_names(stack: Stack) -> Iterator[Problem]:
+    for name in stack.services:
+        if name in RESERVED or name.startswith(("systemd-", "outpost-", "podman-", "user-")):
+            yield f"services.{name}", f"{name!r} would clash with the host's own units or users; pick another name"
+        if name == stack.admin.user:
+            yield f"services.{name}", f"{name!r} is the admin user's name"
+
+
+def _container_builds(stack: Stack) -> Iterator[Problem]:
+    """container.build: the image is assembled on the host, so it is never pulled or auto-updated
+    from a registry, and it needs something to put in it."""
+    for name, svc in stack.services.items():
+        build = svc.container.build if svc.container else None
+        if build is None:
+            continue
+        where = f"services.{name}.container"
+        if not build.host_paths and not build.files:
+            yield f"{where}.build", "needs host_paths: and/or files: (what goes into the image)"
+        if svc.container.auto_update == "registry":
+            yield f"{where}.auto_update", "registry does not apply to an image built on the host (use none or local)"
+        if not svc.container.entrypoint and not svc.container.command:
+            yield f"{where}.entrypoint", "required with build: an imported image has no default command"
 
 
 def _ports(stack: Stack) -> Iterator[Problem]:
@@ -238,6 +269,15 @@ def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:
             yield f"buckets.{name}.endpoint", f"{bucket.endpoint!r} is not a URL like https://hel1.your-objectstorage.com"
         if bucket.object_lock_days and not bucket.versioning:
             yield f"buckets.{name}.versioning", "Object Lock needs versioning: true"
+
+
+def _backup_tools(stack: Stack) -> Iterator[Problem]:
+    """kopia is accepted by the model but not rendered: Debian (12 and 13) does not package it and
+    PyPI ships no binary of it, so outpost has no pinned, verified way to install it on a host."""
+    for name, backup in stack.backups.items():
+        if backup.tool == "kopia":
+            yield (f"backups.{name}.tool", "kopia is not supported yet (Debian does not package it, so outpost "
+                   "cannot install it); use restic: encrypted, deduplicated snapshots in the same bucket")
 
 
 def _calendars(stack: Stack) -> Iterator[Problem]:

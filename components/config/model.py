@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # A service, user or host name: a valid unix user name and systemd unit name prefix at once.
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,6 +61,7 @@ def _ip_address(value: str) -> str:
 
 
 Name = Annotated[str, _matching(NAME_RE, "a valid name: lowercase letter first, then a-z 0-9 _ -, at most 31 characters (it becomes a unix user and systemd unit name)")]
+ServiceName = Annotated[str, _matching(SERVICE_NAME_RE, "a valid service name: lowercase letter first, then a-z 0-9 -, at most 31 characters (it becomes a unix user, a systemd unit and a manifest name)")]
 HostName = Annotated[str, _matching(HOSTNAME_RE, "a valid host name: a-z 0-9 and -, at most 63 characters")]
 SecretName = Annotated[str, _matching(SECRET_NAME_RE, "a secret name (letters, digits, _ . -)")]
 Duration = Annotated[str, _matching(DURATION_RE, "a systemd duration like 2s, 500ms, 30m or 1h")]
@@ -102,6 +104,7 @@ class Host(Strict):
     role: Name | None = None                # hosts sharing a role share a placement group
     # static
     address: Line | None = None
+    ssh_address: Line | None = None         # where SSH connects when not `address` (a forwarded port, a management LAN)
     port: Port = 22
     user: Name = "root"                     # first login, before outpost's admin user exists
     host_key: SshKey | None = None
@@ -300,7 +303,7 @@ class Stack(Strict):
     admin: Admin
     networks: dict[HostName, NetworkSpec] = {}
     hosts: dict[HostName, Host] = Field(min_length=1)
-    services: dict[Name, Service] = {}
+    services: dict[ServiceName, Service] = {}
     routes: list[Route] = []
     proxy: Proxy = Proxy()
     dns: Dns | None = None

@@ -72,7 +72,7 @@ CASES = {
         "Pulumi.test.yaml: outpost:services.kollektivkart-etl.schedule.calendar: '*-*-* 25:00:00' is not a systemd calendar expression"),
     "service name not a unix user": (
         lambda c: c["outpost:services"].update({"Web App": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}),
-        "Pulumi.test.yaml: outpost:services.Web App: 'Web App' is not a valid name"),
+        "Pulumi.test.yaml: outpost:services.Web App: 'Web App' is not a valid service name"),
     "unknown key": (
         lambda c: c["outpost:hosts"]["web1"].update(flavour="large"),
         "Pulumi.test.yaml: outpost:hosts.web1.flavour: unknown key; valid keys here: address, host_key, image"),
@@ -91,6 +91,10 @@ CASES = {
     "network not defined": (
         lambda c: c["outpost:hosts"]["web1"]["networks"].update(lan="192.168.1.2"),
         "Pulumi.test.yaml: outpost:hosts.web1.networks.lan: network 'lan' is not defined in outpost:networks"),
+    "several socket instances without reuse_port": (
+        lambda c: c["outpost:services"].update({"echo": {"hosts": ["web1"], "process": {"exec": "/bin/cat"},
+                                                         "socket": {"port": 7200, "instances": 2, "reuse_port": False}}}),
+        "Pulumi.test.yaml: outpost:services.echo.socket.reuse_port: several instances share one port only with reuse_port: true"),
     "backup to a missing bucket": (
         lambda c: c["outpost:backups"]["kollektivkart-data"].update(bucket="nope"),
         "Pulumi.test.yaml: outpost:backups.kollektivkart-data.bucket: bucket 'nope' is not defined in outpost:buckets"),
@@ -126,3 +130,10 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert proc.stderr.strip() == ("Pulumi.broken.yaml: outpost:services.peerbook.hosts[0]: host 'nowhere' "
                                    "is not defined in outpost:hosts (defined: web1)")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_service_names_that_would_replace_host_units_are_refused():
+    lines = errors_for(lambda c: c["outpost:services"].update({"caddy": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}))
+    assert lines == ["Pulumi.test.yaml: outpost:services.caddy: 'caddy' would clash with the host's own units or users; pick another name"]
+    lines = errors_for(lambda c: c["outpost:services"].update({"my_app": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}))
+    assert len(lines) == 1 and lines[0].startswith("Pulumi.test.yaml: outpost:services.my_app: 'my_app' is not a valid service name")

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""outpost's demo web app: the smallest HTTP service that shows a deploy happening.
+
+    hello.py --port 8000     serve: `/` answers GREETING, the image (version) and the port;
+                             `/ready` answers 200 once the server listens (500 when broken)
+    hello.py --once          print the same line once and exit 0 (the scheduled job)
+
+A "broken image" for tests: BROKEN=1 in the environment, a file /app/BROKEN (or BROKEN_FILE)
+in the image, or an image tag containing "broken" makes `/ready` answer 500.
+Python 3 standard library only; stops gracefully on SIGTERM (it runs as PID 1 in a container).
+"""
+
+import argparse
+import http.server
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+STARTED = time.time()
+
+
+def image() -> str:
+    return os.environ.get("OUTPOST_IMAGE", "unknown")
+
+
+def broken() -> bool:
+    return (os.environ.get("BROKEN", "") not in ("", "0")
+            or os.path.exists(os.environ.get("BROKEN_FILE", "/app/BROKEN"))
+            or "broken" in image().rsplit(":", 1)[-1])
+
+
+def greeting(port: int | None) -> str:
+    where = f" on port {port}" if port else ""
+    return f"{os.environ.get('GREETING', 'hello')} from {image()}{where}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "outpost-hello"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        port = self.server.server_address[1]
+        if path == "/ready":
+            status = 500 if broken() else 200
+            self.answer(status, {"ready": status == 200, "image": image(), "port": port})
+        elif path == "/":
+            self.answer(200, {"message": greeting(port), "image": image(), "port": port,
+                              "instance": os.environ.get("OUTPOST_INSTANCE", ""),
+                              "uptime": round(time.time() - STARTED, 1)})
+        else:
+            self.answer(404, {"error": f"no page {path}"})
+
+    def answer(self, status: int, doc: dict) -> None:
+        body = (json.dumps(doc, sort_keys=True) + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args) -> None:
+        sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+
+def serve(port: int) -> int:
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+
+    def stop(signum, frame):  # finish the request in flight, then exit 0
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"hello: serving {image()} on port {port}", flush=True)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+    print("hello: stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--once", action="store_true", help="print the greeting once and exit")
+    args = parser.parse_args(argv)
+    if args.once:
+        print(greeting(None), flush=True)
+        return 0
+    return serve(args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
