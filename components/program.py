@@ -72,6 +72,14 @@ class OutpostMocks(pulumi.runtime.Mocks):
                            private_key_openssh=f"<mock private key {args.name}>",
                            private_key_pem=f"<mock private key {args.name}>",
                            public_key_pem=f"<mock public key {args.name}>")
+        elif args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            outputs.update(cert_pem=f"<mock certificate {args.name}>\n")
+        elif args.typ == "tls:index/certRequest:CertRequest":
+            outputs.update(cert_request_pem=f"<mock request {args.name}>\n")
+        elif args.typ == "random:index/randomBytes:RandomBytes":
+            raw = hashlib.sha256(args.name.encode()).digest()[: int(args.inputs.get("length", 32))]
+            import base64
+            outputs.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
         elif args.typ == "command:remote:Command":
             outputs.update(stdout="", stderr="")
         return _fake_id(args.name), outputs
@@ -128,12 +136,13 @@ def stack_config(stack: str, overrides: Optional[dict[str, Any]] = None,
     return config
 
 
-def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py") -> list[Registered]:
-    """Run the program for STACK with CONFIG (a `stack_config` mapping) under mocks."""
+def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
+                mocks: Optional[pulumi.runtime.Mocks] = None) -> list[Registered]:
+    """Run the program for STACK with CONFIG (a `stack_config` mapping) under MOCKS."""
     flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()
             if not (isinstance(v, dict) and set(v) == {"secure"})}
     set_all_config(flat, secret_keys=[k for k in flat if k.endswith(":secrets") or k == "hcloud:token"])
-    monitor = RecordingMonitor(OutpostMocks())
+    monitor = RecordingMonitor(mocks or OutpostMocks())
     pulumi_settings.set_root_resource(None)
     pulumi.runtime.set_mocks(monitor.mocks, project="outpost", stack=stack, preview=False,
                              monitor=monitor)

@@ -15,9 +15,13 @@ import pulumi
 import pulumi_hcloud as hcloud
 from pulumi_command import remote
 
+from .buckets import Bucket, BucketArgs
+from .certificates import Certificates, CertificatesArgs
 from .config.model import Stack
 from .hosts import Host, HostArgs
+from .mesh import MeshKeys
 from .render import render_stack
+from .render.routes import certificate_hosts
 from .shipping import ship
 
 
@@ -61,7 +65,20 @@ class Outpost(pulumi.ComponentResource):
             placement[role] = hcloud.PlacementGroup(f"placement-{role}", name=f"{role}{stack.suffix}",
                                                     type="spread", opts=child).id
 
-        rendered = render_stack(stack)
+        certificates = Certificates("tls", CertificatesArgs(
+            stack=stack, hosts=certificate_hosts(stack), secrets=dict(args.secrets)), opts=child)
+        secrets = {**args.secrets, **certificates.values}
+
+        self.buckets = {
+            name: Bucket(f"bucket-{name}", BucketArgs(
+                bucket=name, endpoint=cfg.endpoint, region=cfg.region,
+                access_key=args.secrets[cfg.credentials.access_key],
+                secret_key=args.secrets[cfg.credentials.secret_key],
+                versioning=cfg.versioning, object_lock_days=cfg.object_lock_days,
+                expire_days=cfg.expire_days, force_destroy=not stack.protect), opts=protect)
+            for name, cfg in stack.buckets.items()
+        }
+
         self.hosts, self.commands = {}, {}
         for host_name, cfg in stack.hosts.items():
             host = Host(host_name, HostArgs(
@@ -72,25 +89,34 @@ class Outpost(pulumi.ComponentResource):
                 placement_group_id=placement[cfg.role].apply(int) if cfg.role in placement else None,
             ), opts=child)
             self.hosts[host_name] = host
-            self.commands[host_name] = self._ship_host(host_name, host, rendered[host_name], args.secrets)
 
+        # Values only known once resources exist, filled into manifests like secrets.
+        secrets.update(MeshKeys("wireguard", stack, opts=child).values)
+        for host_name, host in self.hosts.items():
+            secrets[f"host:{host_name}.address"] = host.address
+        rendered = render_stack(stack)
+        for host_name, host in self.hosts.items():
+            self.commands[host_name] = self._ship_host(host_name, host, rendered[host_name], secrets)
+
+        self.ca_certificate = certificates.ca_certificate
         self.register_outputs({
+            "ca_certificate": self.ca_certificate,
             "hosts": {name: {"public_ipv4": h.public_ipv4, "public_ipv6": h.public_ipv6,
                              "private_addresses": h.private_addresses, "ssh": h.ssh}
                       for name, h in self.hosts.items()},
         })
 
     def _ship_host(self, host_name: str, host: Host, manifests, secrets) -> dict[str, remote.Command]:
-        """Base first; services after the base; the proxy after the services it routes to."""
+        """In order: base setup; certificates; the proxy; then the services, each after the
+        proxy that routes to it (a blue-green switch or a drain needs the proxy running)."""
         commands: dict[str, remote.Command] = {}
-        base = next(m for m in manifests if m.name == "base")
-        commands["base"] = ship(f"{host_name}-base", base, host.connection, secrets, host, host.ready)
-        services = [m for m in manifests if m.name not in ("base", "proxy")]
-        for manifest in services:
-            commands[manifest.name] = ship(f"{host_name}-{manifest.name}", manifest, host.connection,
-                                           secrets, host, [commands["base"]])
+        after: list[pulumi.Resource] = list(host.ready)
         for manifest in manifests:
-            if manifest.name == "proxy":
-                commands["proxy"] = ship(f"{host_name}-proxy", manifest, host.connection, secrets, host,
-                                         [commands["base"], *(commands[m.name] for m in services)])
+            needs = list(after)
+            if manifest.name.startswith("backup-"):
+                needs += list(self.buckets.values())
+            command = ship(f"{host_name}-{manifest.name}", manifest, host.connection, secrets, host, needs)
+            commands[manifest.name] = command
+            if manifest.name in ("base", "tls", "proxy"):
+                after = [command]
         return commands

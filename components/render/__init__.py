@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config.model import Stack
+from .backups import backup_manifests
 from .base import base_manifest
 from .manifest import Manifest
+from .mesh import mesh_manifests
+from .routes import proxy_manifests
+from .services import service_manifests
 
 Renderer = Callable[[Stack, str], list[Manifest]]
 
@@ -20,7 +24,7 @@ def _base(stack: Stack, host: str) -> list[Manifest]:
     return [base_manifest(stack, host)]
 
 
-RENDERERS: list[Renderer] = [_base]
+RENDERERS: list[Renderer] = [_base, mesh_manifests, proxy_manifests, service_manifests, backup_manifests]
 
 
 def render_host(stack: Stack, host: str) -> list[Manifest]:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from ..config.model import Stack
 from .manifest import Dir, File, Manifest
+from .proxy import proxy_packages
 
 FILES = Path(__file__).resolve().parent.parent.parent / "files"
 AGENT_PATH = "/usr/local/lib/outpost/outpost-apply.py"
 BASE_PACKAGES = ["python3", "sudo", "curl", "ca-certificates", "unattended-upgrades",
                  "systemd-timesyncd", "podman", "passt", "uidmap", "dbus-user-session"]
-PROXY_PACKAGES = {"caddy": ["caddy"], "haproxy": ["haproxy"], "nginx": ["nginx"]}
 
 SSHD_CONFIG = """\
 # Managed by outpost: key-only logins, no root.
@@ -52,7 +52,7 @@ def authorized_keys(stack: Stack) -> str:
 def packages_for(stack: Stack, host: str) -> list[str]:
     packages = list(BASE_PACKAGES)
     if host in stack.routed_hosts():
-        packages += PROXY_PACKAGES[stack.proxy.kind]
+        packages += proxy_packages(stack.proxy.kind)
     if any(stack.networks[n].kind == "wireguard" for n in stack.hosts[host].networks if n in stack.networks):
         packages.append("wireguard-tools")
     if any(b.host == host and b.tool == "restic" for b in stack.backups.values()):
@@ -80,6 +80,22 @@ def base_manifest(stack: Stack, host: str) -> Manifest:
         restart=[{"group": "sshd", "strategy": "reload", "scope": "system", "when": [sshd],
                   "instances": [{"unit": "ssh.service", "health": None}]}],
     )
+
+
+def unbootstrap_script(stack: Stack) -> str:
+    """The bootstrap's `delete` (`pulumi destroy`): the admin user and its sudo rule go again.
+
+    It runs after the base setup's removal, which restored the host's own sshd settings, so the
+    first-login user can connect again."""
+    admin = shlex.quote(stack.admin.user)
+    return "\n".join([
+        "set -eu",
+        'if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; else SUDO=; fi',
+        f"$SUDO rm -f /etc/sudoers.d/90-outpost-{admin}",
+        f"if id -u {admin} >/dev/null 2>&1; then $SUDO loginctl terminate-user {admin} 2>/dev/null || true; "
+        f"$SUDO userdel --remove {admin} 2>/dev/null || $SUDO userdel {admin}; fi",
+        f"echo 'outpost bootstrap: admin {stack.admin.user} removed'",
+    ]) + "\n"
 
 
 def bootstrap_script(stack: Stack) -> str:

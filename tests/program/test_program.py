@@ -126,3 +126,59 @@ def test_invalid_config_registers_nothing():
     with pytest.raises(pulumi.RunError) as info:
         run_program("test", config)
     assert str(info.value).startswith("Pulumi.test.yaml: outpost:services.peerbook.hosts[0]:")
+
+
+def test_commands_run_base_then_certificates_then_proxy_then_services():
+    resources = registered("local")
+    cmds = {r.name: r for r in of_type(resources, COMMAND)}
+    assert cmds["vm-bootstrap"].urn in cmds["vm-base"].depends_on
+    assert cmds["vm-base"].urn in cmds["vm-tls"].depends_on
+    assert cmds["vm-tls"].urn in cmds["vm-proxy"].depends_on
+    for name in ("vm-svc-hello", "vm-svc-wsgi", "vm-svc-hello-refresh"):
+        assert cmds["vm-proxy"].urn in cmds[name].depends_on, name
+
+
+def test_internal_tls_is_a_stack_ca_and_keys_travel_only_as_secrets():
+    resources = registered("local")
+    ca = of_type(resources, "tls:index/selfSignedCert:SelfSignedCert")
+    assert len(ca) == 1 and ca[0].inputs["isCaCertificate"] is True
+    leaves = of_type(resources, "tls:index/locallySignedCert:LocallySignedCert")
+    assert [leaf.name for leaf in leaves] == ["tls-hello.outpost.localhost"]
+    assert leaves[0].inputs["earlyRenewalHours"] == 30 * 24
+    tls_cmd = next(r for r in of_type(resources, COMMAND) if r.name == "vm-tls")
+    assert "stdin" in tls_cmd.secret_inputs
+    assert "<mock private key tls-hello.outpost.localhost-key>" in tls_cmd.inputs["stdin"]
+    assert "private key" not in tls_cmd.inputs["create"] + tls_cmd.inputs["delete"]
+
+
+def test_buckets_are_protected_in_prod_and_emptied_on_destroy_only_in_test():
+    for stack, protected in (("prod", True), ("test", False)):
+        buckets = [r for r in registered(stack) if r.type == "pulumi-python:dynamic/outpost:Bucket"]
+        assert buckets, stack
+        for bucket in buckets:
+            assert bucket.protect is protected
+            assert bucket.inputs["force_destroy"] is (not protected)
+            assert {"access_key", "secret_key"} <= bucket.secret_inputs
+
+
+def test_wireguard_mesh_peers_every_member_with_program_made_keys():
+    import base64
+    import json as _json
+
+    from components.mesh import public_key
+
+    resources = registered("prod")
+    keys = {r.name: r for r in of_type(resources, "random:index/randomBytes:RandomBytes")}
+    assert sorted(keys) == ["wireguard-mesh-vps1", "wireguard-mesh-web1", "wireguard-mesh-web2"]
+    assert all(set(k.additional_secret_outputs) == {"base64", "hex"} for k in keys.values())
+    cmds = {r.name: r for r in of_type(resources, COMMAND) if r.name.endswith("-net-mesh")}
+    assert sorted(cmds) == ["vps1-net-mesh", "web1-net-mesh", "web2-net-mesh"]
+    web1 = cmds["web1-net-mesh"]
+    assert "stdin" in web1.secret_inputs
+    conf = _json.loads(web1.inputs["stdin"])["files"][0]["content"]
+    web2_pub = public_key(keys["wireguard-mesh-web2"].outputs["base64"])
+    assert f"PublicKey = {web2_pub}" in conf and len(base64.b64decode(web2_pub)) == 32
+    assert "Endpoint = 203.0.113.10:51820" in conf and "AllowedIPs = 10.99.0.1/32" in conf
+    assert f"PrivateKey = {keys['wireguard-mesh-web1'].outputs['base64']}" in conf
+    firewalls = {r.name: r for r in of_type(resources, FIREWALL)}
+    assert any(rule["protocol"] == "udp" and rule["port"] == "51820" for rule in firewalls["web1-firewall"].inputs["rules"])
