@@ -18,7 +18,7 @@ from pulumi_command import remote
 
 from .config.model import Host as HostConfig
 from .config.model import Stack
-from .render.base import authorized_keys, bootstrap_script, sudoers
+from .render.base import authorized_keys, bootstrap_script, sudoers, unbootstrap_script
 
 
 @dataclass
@@ -87,17 +87,20 @@ class Host(pulumi.ComponentResource):
             address, host_key = self._hcloud(name, args)
             port = 22
         else:
-            address, host_key, port = cfg.address, cfg.host_key, cfg.port
+            address, host_key, port = cfg.ssh_address or cfg.address, cfg.host_key, cfg.port
             self.public_ipv4 = pulumi.Output.from_input(_ip_of(cfg.address, 4))
             self.public_ipv6 = pulumi.Output.from_input(_ip_of(cfg.address, 6))
             first_login = remote.ConnectionArgs(host=address, port=port, user=cfg.user,
                                                 private_key=args.private_key, host_key=host_key)
             self.ready.append(remote.Command(
                 f"{name}-bootstrap", connection=first_login, create=bootstrap_script(args.stack),
+                delete=unbootstrap_script(args.stack),
                 add_previous_output_in_env=False,
                 # Keys change later through the base manifest, as the admin: re-running this as
                 # the first-login user would fail once the base setup refuses root logins.
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["create"])))
+        public = cfg.address if cfg.provider == "static" else address
+        self.address = pulumi.Output.from_input(public).apply(lambda a: f"[{a}]" if ":" in a else a)
         self.connection = remote.ConnectionArgs(host=address, port=port, user=args.stack.admin.user,
                                                 private_key=args.private_key, host_key=host_key)
         self.private_addresses = dict(cfg.networks)
