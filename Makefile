@@ -3,6 +3,8 @@ PY      := .venv/bin/python
 STACK   ?= local
 OUT     ?= .plan/$(STACK)
 BASE    ?= origin/main
+# make diff options, e.g. DIFF_ARGS="--format markdown --max-chars 30000" (a PR comment)
+DIFF_ARGS ?=
 
 .PHONY: up test test-fast test-e2e setup plan check diff vm vm-stop bench clean
 
@@ -27,8 +29,9 @@ plan: setup                   ## every file each host of STACK would get, and pl
 check: setup                  ## validate Pulumi.$(STACK).yaml
 	$(PY) -m components check --stack $(STACK)
 
-diff: setup                   ## what changes on which host between BASE and the working tree
-	$(PY) -m components diff --stack $(STACK) --base $(BASE)
+diff:                         ## what changes on which host between BASE and the working tree
+	@tools/setup.sh >&2         # stdout carries the diff alone: `make diff > diff.md`
+	@$(PY) -m components diff --stack $(STACK) --base $(BASE) $(DIFF_ARGS)
 
 vm: setup                     ## build (cached) and boot the local VM
 	$(PY) tools/vm.py start --state-dir .vm --ssh-port 2222 --http-port 8080 --https-port 8443

@@ -2,6 +2,9 @@
 
     python -m components render --stack NAME --out DIR   # the offline plan (make plan)
     python -m components check --stack NAME              # validate Pulumi.NAME.yaml only
+    python -m components diff --stack NAME --base GITREF [--format markdown|text] [--max-chars N]
+                                                         # what changes between GITREF and the
+                                                         # working tree (make diff)
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--out", required=True, type=Path)
     check = sub.add_parser("check", help="validate a stack's config")
     check.add_argument("--stack", required=True)
+    diff = sub.add_parser("diff", help="files, resources, restarts and secrets changed since a git ref")
+    diff.add_argument("--stack", required=True)
+    diff.add_argument("--base", required=True, help="git ref to compare with, e.g. origin/main")
+    diff.add_argument("--format", choices=["text", "markdown"], default="text")
+    diff.add_argument("--max-chars", type=int, default=None,
+                      help="cut the output cleanly at N characters (markdown default: 60000)")
     args = parser.parse_args(argv)
+    if args.command == "diff":
+        return _diff(args)
 
     stack_file = ROOT / f"Pulumi.{args.stack}.yaml"
     if not stack_file.exists():
@@ -41,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(plan['resources'])} resources → {args.out}")
     except ConfigError as error:
         print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """Exit 0 whether or not anything changed; 2 when the base can't be resolved or rendered."""
+    from .diff import DiffError, run
+    try:
+        sys.stdout.write(run(args.stack, args.base, args.format, args.max_chars))
+    except DiffError as error:
+        print(f"make diff: {error}", file=sys.stderr)
         return 2
     return 0
 
