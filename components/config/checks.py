@@ -260,6 +260,10 @@ def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:
             yield f"{where}.host", f"host {backup.host!r} is not defined in outpost:hosts (defined: {_choices(stack.hosts)})"
         if backup.bucket not in stack.buckets:
             yield f"{where}.bucket", f"bucket {backup.bucket!r} is not defined in outpost:buckets (defined: {_choices(stack.buckets)})"
+        bucket = stack.buckets.get(backup.bucket)
+        if bucket and bucket.expire_days and backup.tool == "restic":
+            yield (f"{where}.bucket", f"bucket {backup.bucket!r} expires objects after {bucket.expire_days} days: "
+                   "that deletes restic pack files later snapshots still need; drop expire_days or use another bucket")
         if backup.tool in ("restic", "kopia") and not backup.password:
             yield f"{where}.password", f"required for tool: {backup.tool} (the name of the repository password secret)"
         if backup.tool == "litestream" and any(not p.endswith((".db", ".sqlite", ".sqlite3")) for p in backup.paths):

