@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 DEBS="python3-venv openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux debian-archive-keyring systemd
-      caddy haproxy nginx pebble openssl git wireguard-tools restic"
+      caddy haproxy nginx pebble openssl git wireguard-tools socat restic"
 
 missing=""
 for pkg in $DEBS; do

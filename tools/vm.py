@@ -433,9 +433,14 @@ class VM:
     def start(cls, state_dir: str | os.PathLike = ".vm", *, ssh_port: int | None = None,
               http_port: int | None = None, https_port: int | None = None,
               guestfwd_port: int | None = None, memory: int = 2048,
-              timeout: float = DEFAULT_BOOT_TIMEOUT) -> "VM":
-        """Boot a clean VM from the cached image (building it first if needed); wait for SSH."""
-        _require("qemu-system-x86_64", "qemu-img", "ssh")
+              timeout: float = DEFAULT_BOOT_TIMEOUT,
+              link: tuple[int, int, str] | None = None) -> "VM":
+        """Boot a clean VM from the cached image (building it first if needed); wait for SSH.
+
+        `link=(local_udp_port, peer_udp_port, mac)` adds a second NIC joined to another VM's
+        by a point-to-point UDP tunnel on 127.0.0.1 (qemu's socket netdev): a private wire
+        between two test hosts that never leaves loopback."""
+        _require("qemu-system-x86_64", "qemu-img", "ssh", *(["socat"] if guestfwd_port else []))
         image = build()
         state = Path(state_dir).resolve()
         state.mkdir(parents=True, exist_ok=True)
@@ -460,7 +465,9 @@ class VM:
                     f"hostfwd=tcp:127.0.0.1:{ports['http_port']}-:80,"
                     f"hostfwd=tcp:127.0.0.1:{ports['https_port']}-:443")
         if guestfwd_port:
-            forwards += f",guestfwd=tcp:{GUESTFWD_ADDR}-tcp:127.0.0.1:{int(guestfwd_port)}"
+            # cmd: is spawned once per connection (a tcp: chardev connects once at boot and then
+            # serves a single connection), so every request from the guest reaches the host port.
+            forwards += f",guestfwd=tcp:{GUESTFWD_ADDR}-cmd:socat STDIO TCP:127.0.0.1:{int(guestfwd_port)}"
         argv = ["qemu-system-x86_64", "-name", "outpost-vm", "-machine", "q35", *accel,
                 "-smp", "2", "-m", str(int(memory)), "-nodefaults", "-display", "none",
                 "-serial", f"file:{state / 'console.log'}",
@@ -470,6 +477,10 @@ class VM:
                 "-netdev", f"user,id=n0,restrict=on,{forwards}",
                 "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
                 "-daemonize", "-pidfile", str(state / "qemu.pid")]
+        if link:
+            local, peer, mac = link
+            argv[-3:-3] = ["-netdev", f"socket,id=n1,udp=127.0.0.1:{int(peer)},localaddr=127.0.0.1:{int(local)}",
+                           "-device", f"virtio-net-pci,netdev=n1,mac={mac}"]
         log(f"booting ({accel[1]}), console: {state / 'console.log'}")
         started = time.monotonic()
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
