@@ -10,6 +10,7 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
                                                       restart plan; print one summary line
     outpost-apply remove NAME TOKEN                  undo everything manifest NAME set up,
                                                       unless a successor (other TOKEN) owns it
+    outpost-apply restart NAME                       run stored manifest NAME's restart plan now
     outpost-apply switch GROUP                       flip a blue-green group to its other slot
     outpost-apply status                             list the stored manifests
 
@@ -801,7 +802,9 @@ class Agent:
         if strategy == "blue-green":
             return self.blue_green(group, fresh, manifest_name)
         if units:
-            self.systemctl(group["scope"], "restart" if strategy == "restart" else "reload", *units)
+            # reload: try-reload-or-restart leaves a stopped unit stopped (a proxy whose
+            # certificates arrive before its first start) instead of failing.
+            self.systemctl(group["scope"], "restart" if strategy == "restart" else "try-reload-or-restart", *units)
             self.log(f"{strategy}ed {' '.join(units)}")
         return bool(units)
 
@@ -983,6 +986,20 @@ class Agent:
                     pass
             time.sleep(0.3)
 
+    def restart(self, name):
+        """Run stored manifest NAME's whole restart plan now (a job's after_success)."""
+        with self.locked():
+            state = self.load_state(name)
+            if state is None:
+                raise AgentError(f"no stored manifest {name}: nothing to restart")
+            restarted = []
+            for group in state["manifest"]["restart"]:
+                if self.run_group(group, set(), name):
+                    restarted.append((group["group"], group["strategy"]))
+            line = summary(name, 0, 0, restarted)
+            print(line, flush=True)
+            return line
+
     def switch(self, group_name):
         """Flip a blue-green group to its other slot after health-checking that slot."""
         with self.locked():
@@ -1041,7 +1058,7 @@ def processes_of(uid):
 
 
 USAGE = ("usage: outpost-apply apply NAME TOKEN < manifest.json | remove NAME TOKEN"
-         " | switch GROUP | status")
+         " | restart NAME | switch GROUP | status")
 
 
 def main(argv=None, agent=None):
@@ -1058,6 +1075,8 @@ def main(argv=None, agent=None):
                 agent.remove(name, token)
         elif len(args) == 2 and args[0] == "switch" and NAME_RE.match(args[1]):
             agent.switch(args[1])
+        elif len(args) == 2 and args[0] == "restart" and NAME_RE.match(args[1]):
+            agent.restart(args[1])
         elif args == ["status"]:
             agent.status()
         else:

@@ -456,3 +456,25 @@ def test_main_prints_one_paragraph_error_and_exits_nonzero(oa, host, capsys, mon
     assert oa.main(["apply", "../etc", "t"], agent=agent) == 1
     assert oa.main(["bogus"], agent=agent) == 2
     assert oa.main(["status"], agent=agent) == 0
+
+
+def test_restart_runs_the_stored_plan_now(host, capsys):
+    agent, fake, _ = host
+    apply(agent, unit_manifest())
+    fake.calls.clear()
+    assert agent.restart("svc-demo") == "outpost svc-demo: 0 changed, 0 removed, restarted: demo(restart)"
+    assert fake.commands("restart") == [["systemctl", "restart", "demo.service"]]
+    with pytest.raises(Exception, match="no stored manifest svc-other"):
+        agent.restart("svc-other")
+
+
+def test_reload_leaves_a_stopped_unit_stopped(host):
+    agent, fake, _ = host
+    doc = manifest(name="tls", files=[text_file("/srv/cert.pem", "a")],
+                   restart=[{"group": "certs", "strategy": "reload", "scope": "system",
+                             "when": ["/srv/cert.pem"], "instances": [{"unit": "caddy.service", "health": None}]}])
+    apply(agent, doc)
+    doc["files"][0]["content"] = "b"
+    assert apply(agent, doc).endswith("restarted: certs(reload)")
+    assert fake.commands("try-reload-or-restart") == [["systemctl", "try-reload-or-restart", "caddy.service"]] * 2
+    assert not fake.commands("reload")
