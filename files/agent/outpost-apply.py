@@ -58,6 +58,7 @@ NO_ENABLE_STATES = ("enabled", "enabled-runtime", "static", "generated", "transi
 RUNNING_STATES = ("active", "activating", "reloading")
 LOCK_WAIT = 1800          # another apply on this host may be in the middle of a rollout
 USER_MANAGER_WAIT = 90    # loginctl enable-linger → user@UID.service and its bus are up
+SETTLE_CHECKS = 2          # rolling: proxy health-check intervals to wait between instances
 DRAIN_WAIT = 30           # haproxy: seconds to wait for a drained server's sessions to end
 COMMAND_TIMEOUT = 300
 APT_TIMEOUT = 1800
@@ -722,6 +723,10 @@ class Agent:
                        else "it was the last instance"))
             if drain:
                 self.undrain(drain)
+            if i + 1 < len(group["instances"]) and (group["scope"], inst["unit"]) not in fresh:
+                # Let the proxy's own health check see this instance healthy again before the
+                # next one goes down: otherwise both can be out of rotation for a moment.
+                time.sleep(SETTLE_CHECKS * group["health"]["interval"])
         return acted
 
     def restart_and_check(self, group, inst, fresh):

@@ -72,12 +72,12 @@ def test_caddy_load_balancing_retries_and_health():
     for line in ("lb_policy round_robin", "lb_retries 3", "lb_try_duration 5s", "lb_try_interval 250ms",
                  "health_uri /ready", "health_interval 2s", "health_timeout 1s", "health_status 200",
                  "health_uri /health", "health_interval 500ms", "health_timeout 250ms",
-                 "fail_duration 10s", "dial_timeout 3s", "encode zstd gzip",
+                 "fail_duration 2s", "dial_timeout 3s", "encode zstd gzip",
                  "output file /var/log/caddy/access.log", "grace_period 30s"):
         assert f"\t{line}\n" in caddyfile, line
     # eugene has no health path: passive checks only
     eugene_block = caddyfile.split("to 127.0.0.1:8080\n")[1].split("transport http")[0]
-    assert "health_uri" not in eugene_block and "fail_duration 10s" in eugene_block
+    assert "health_uri" not in eugene_block and "fail_duration 2s" in eugene_block
 
 
 def test_caddy_path_routes_keep_prefix_longest_first_then_catch_all():
@@ -194,9 +194,9 @@ def test_haproxy_pem_and_none():
 
 def test_nginx_passive_checks_retries_and_headers():
     conf = main_config("nginx-internal")
-    for line in ("server 127.0.0.1:8000 max_fails=1 fail_timeout=10s;",
-                 "server 127.0.0.1:8001 max_fails=1 fail_timeout=10s;",
-                 "server 127.0.0.1:8002 max_fails=1 fail_timeout=10s;",
+    for line in ("server 127.0.0.1:8000 max_fails=1 fail_timeout=2s;",
+                 "server 127.0.0.1:8001 max_fails=1 fail_timeout=2s;",
+                 "server 127.0.0.1:8002 max_fails=1 fail_timeout=2s;",
                  "proxy_next_upstream error timeout http_502 http_503;", "proxy_next_upstream_tries 3;",
                  "gzip on;", "access_log /var/log/nginx/access.log outpost;",
                  "proxy_set_header X-Forwarded-For $remote_addr;",

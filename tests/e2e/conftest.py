@@ -1,0 +1,105 @@
+"""End-to-end fixtures: one local VM per session, the program run under (realistic) mocks with the
+VM's address, ports and keys, and an engine that executes its Commands over real SSH.
+
+Every scenario's wall time goes into tests/e2e/report.md at the end of the session.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.program import Registered, run_program, stack_config
+from tests.conftest import ROOT
+from tests.e2e.engine import Engine
+from tests.e2e.realistic import RealisticMocks
+from tools.vm import VM
+
+REPORT = Path(__file__).resolve().parent / "report.md"
+DEMO_SECRETS = {"demo_token": "e2e-demo-token-9f3k", "s3_key_id": "e2e-key-id", "s3_secret": "e2e-s3-secret-7d1q",
+                "restic_password": "e2e-restic-password-c81m"}
+_timings: list[tuple[str, float, str]] = []
+
+
+def pytest_configure(config):
+    _timings.clear()
+
+
+def record(scenario: str, seconds: float, note: str = "") -> None:
+    _timings.append((scenario, round(seconds, 1), note))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _timings:
+        return
+    lines = ["# End-to-end report", "", f"Run {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, exit status {exitstatus}.",
+             "", "| scenario | seconds | notes |", "|---|---:|---|"]
+    lines += [f"| {name} | {seconds} | {note} |" for name, seconds, note in _timings]
+    REPORT.write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+
+
+@pytest.fixture(scope="session")
+def vm(tmp_path_factory):
+    started = time.monotonic()
+    machine = VM.start(state_dir=tmp_path_factory.mktemp("vm"))
+    record("boot VM to SSH", time.monotonic() - started, machine.info.get("accel", ""))
+    yield machine
+    machine.stop()
+
+
+class Deployment:
+    """The local stack pointed at the VM; `config` is edited by scenarios, `up()` applies it."""
+
+    def __init__(self, vm: VM, workdir: Path):
+        self.vm = vm
+        self.workdir = workdir
+        self.engine = Engine()
+        self.mocks = RealisticMocks()
+        base = stack_config("local", secrets={**DEMO_SECRETS,
+                                              "deploy_key": Path(vm.private_key_path).read_text()})
+        base["outpost:hosts"]["vm"].update(address="127.0.0.1", port=vm.ssh_port, host_key=vm.host_key)
+        base["outpost:admin"]["ssh_keys"] = [vm.public_key]
+        self.config = base
+        self.registered: list[Registered] = []
+
+    def program(self) -> list[Registered]:
+        self.registered = run_program("local", copy.deepcopy(self.config), mocks=self.mocks)
+        return self.registered
+
+    def up(self):
+        return self.engine.up(self.program())
+
+    @property
+    def services(self) -> dict:
+        return self.config["outpost:services"]
+
+    def ca_file(self) -> str:
+        ca = next(r for r in self.registered if r.type == "tls:index/selfSignedCert:SelfSignedCert")
+        path = self.workdir / "ca.pem"
+        path.write_text(ca.outputs["cert_pem"])
+        return str(path)
+
+    def admin_ssh(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        """A shell command in the VM as the admin outpost created (root logins are refused)."""
+        argv = self.vm.ssh_argv()
+        argv[-1] = f"{self.config['outpost:admin']['user']}@127.0.0.1"
+        result = subprocess.run([*argv, "--", command], capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command!r} exited {result.returncode}: {result.stderr.strip()}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def deployment(vm, tmp_path_factory) -> Deployment:
+    return Deployment(vm, tmp_path_factory.mktemp("deploy"))
+
+
+def stack_file_config(stack: str) -> dict:
+    return copy.deepcopy(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])

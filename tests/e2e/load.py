@@ -1,0 +1,86 @@
+"""A small bounded HTTPS load generator for the end-to-end suite: N clients on the host against the
+VM's forwarded proxy port (127.0.0.1 only), each request checked; stops by itself."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    ok: int = 0
+    failures: Counter = field(default_factory=Counter)
+    bodies: Counter = field(default_factory=Counter)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.ok
+
+
+def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 10.0) -> tuple[int, str]:
+    """One request through the proxy as a browser would send it (SNI and Host = HOST), verified
+    against the stack's CA."""
+    context = ssl.create_default_context(cafile=ca_file)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.sock = context.wrap_socket(raw, server_hostname=host)
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+        raw.close()
+
+
+class Load:
+    """`with Load(...) as load: ...` runs CLIENTS loops until the block ends (or MAX_SECONDS /
+    MAX_REQUESTS), then `load.result` holds what was sent and what failed."""
+
+    def __init__(self, port: int, host: str, path: str, ca_file: str, clients: int = 20,
+                 max_seconds: float = 600, max_requests: int = 20000, pause: float = 0.05):
+        self.args = (port, host, path, ca_file)
+        self.clients, self.max_seconds, self.max_requests, self.pause = clients, max_seconds, max_requests, pause
+        self.result = LoadResult()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _client(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with self._lock:
+                if self.result.sent >= self.max_requests:
+                    return
+                self.result.sent += 1
+            try:
+                status, body = https_get(*self.args)
+                outcome = "ok" if status == 200 else f"HTTP {status}"
+            except Exception as exc:  # noqa: BLE001 every failure is counted, by kind
+                outcome, body = type(exc).__name__, ""
+            with self._lock:
+                if outcome == "ok":
+                    self.result.ok += 1
+                    self.result.bodies[body.strip()[:80]] += 1
+                else:
+                    self.result.failures[outcome] += 1
+            time.sleep(self.pause)
+
+    def __enter__(self) -> "Load":
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._client, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)

@@ -1,0 +1,172 @@
+"""The demo stack (Pulumi.local.yaml) deployed to a real Debian 13 VM by the program's own Commands,
+then checked from outside: the scenarios of a user's first day, in order.
+
+Each test builds on the previous one (one VM, one deployment), like a sequence of `pulumi up`s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import record
+from tests.e2e.engine import CommandFailed
+from tests.e2e.load import Load, https_get
+
+HOST = "hello.outpost.localhost"
+
+
+def wait_for(check, timeout: float = 120, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception:  # noqa: BLE001 retried until the deadline
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {check.__name__}")
+        time.sleep(interval)
+
+
+def tag_of(body: str) -> str:
+    """The image tag a hello replica runs (it reports its image as JSON)."""
+    return json.loads(body)["image"].rsplit(":", 1)[1]
+
+
+def get(deployment, path: str) -> tuple[int, str]:
+    return https_get(deployment.vm.https_port, HOST, path, deployment.ca_file())
+
+
+def user_units(deployment, user: str, *units: str) -> list[str]:
+    out = deployment.admin_ssh(f"sudo systemctl --user -M {user}@ is-active {' '.join(units)}", check=False)
+    return out.stdout.split()
+
+
+def test_fresh_deploy_serves_both_routes(deployment):
+    started = time.monotonic()
+    steps = deployment.up()
+    record("fresh deploy", time.monotonic() - started, f"{len(steps)} commands, {deployment.engine.sessions} SSH sessions")
+    assert [s.op for s in steps] == ["create"] * len(steps)
+    assert all(s.stdout.splitlines()[-1].startswith(("outpost ", "outpost bootstrap")) for s in steps), steps
+
+    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(get(deployment, "/")))
+    assert tag_of(body) == "1" and json.loads(body)["message"].startswith("hello"), body
+    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(get(deployment, "/wsgi/")))
+    assert "wsgi" in body, body
+    assert user_units(deployment, "hello", "hello@8000.service", "hello@8001.service") == ["active", "active"]
+
+
+def test_base_setup_hardened_ssh(deployment, tmp_path):
+    vm = deployment.vm
+    assert deployment.admin_ssh("id -un").stdout.strip() == "admin"
+    root = vm.ssh("true", check=False)
+    assert root.returncode != 0 and b"Permission denied" in root.stderr, "root login must be refused"
+    password = subprocess.run(
+        ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+         "-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={vm.known_hosts_path}", "-p", str(vm.ssh_port), "admin@127.0.0.1", "true"],
+        capture_output=True, text=True, timeout=60)
+    assert password.returncode != 0 and "Permission denied" in password.stderr
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{vm.ssh_port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHHbYk5rB2yGWpGqGqI5Hr9M1yVqPiw6cHV9e0ZG7fUc\n")
+    argv = vm.ssh_argv()
+    argv[argv.index(f"UserKnownHostsFile={vm.known_hosts_path}")] = f"UserKnownHostsFile={wrong}"
+    argv[-1] = "admin@127.0.0.1"
+    mismatch = subprocess.run([*argv, "--", "true"], capture_output=True, text=True, timeout=60)
+    assert mismatch.returncode != 0 and "Host key verification failed" in mismatch.stderr
+
+
+def test_second_apply_runs_nothing_and_the_agent_changes_nothing(deployment):
+    started = time.monotonic()
+    sessions = deployment.engine.sessions
+    assert deployment.up() == [], "unchanged inputs must run no command"
+    assert deployment.engine.sessions == sessions
+    # Even when the engine re-runs every create (say, after `pulumi refresh`), nothing changes.
+    for name, applied in deployment.engine.state.items():
+        if name.endswith("-bootstrap"):
+            continue
+        out = deployment.engine.run(name, "create", applied.inputs, applied.inputs["create"])
+        assert out.strip().splitlines()[-1].endswith(": 0 changed, 0 removed, restarted: none"), (name, out)
+    record("re-apply, no change", time.monotonic() - started, "0 commands; forced re-run: 0 changed everywhere")
+
+
+def test_rolling_restart_under_load_loses_nothing(deployment):
+    deployment.services["hello"]["container"]["tag"] = "2"
+    started = time.monotonic()
+    with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), clients=20, max_seconds=900) as load:
+        steps = deployment.up()
+    result = load.result
+    record("rolling restart under load (tag 1 → 2)", time.monotonic() - started,
+           f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}")
+    print(f"rolling restart: {result.sent} requests, {result.lost} lost")
+    assert [s.name for s in steps] == ["vm-svc-hello"], steps
+    assert "restarted: hello-image(restart), hello(rolling)" in steps[0].stdout
+    assert result.sent > 20 and result.lost == 0, (result.failures, result.sent)
+    status, body = get(deployment, "/")
+    assert status == 200 and tag_of(body) == "2", body
+
+
+def test_broken_version_stops_the_rollout_and_the_old_one_keeps_serving(deployment):
+    hello = deployment.services["hello"]
+    hello["container"]["tag"] = "3"
+    hello["env"] = {**hello.get("env", {}), "BROKEN": "1"}
+    started = time.monotonic()
+    with pytest.raises(CommandFailed) as failure:
+        deployment.up()
+    message = str(failure.value)
+    record("broken version stops the rollout", time.monotonic() - started, message[:120].replace("|", "/"))
+    assert "hello@8000" in message and "500" in message, message
+    states = user_units(deployment, "hello", "hello@8001.service")
+    assert states == ["active"]
+    for _ in range(10):
+        status, body = get(deployment, "/")
+        assert status == 200 and tag_of(body) == "2", body
+    # Roll back: the previous config applies again and both replicas serve it.
+    hello["container"]["tag"] = "2"
+    hello["env"].pop("BROKEN")
+    deployment.up()
+    assert user_units(deployment, "hello", "hello@8000.service", "hello@8001.service") == ["active", "active"]
+
+
+def test_job_runs_and_triggers_the_rolling_restart(deployment):
+    before = deployment.admin_ssh(
+        "sudo systemctl --user -M hello@ show -P ActiveEnterTimestampMonotonic hello@8000.service").stdout.strip()
+    started = time.monotonic()
+    deployment.admin_ssh("sudo systemctl start hello-refresh.service", timeout=600)
+    after = wait_for(lambda: (lambda v: v if v != before else None)(deployment.admin_ssh(
+        "sudo systemctl --user -M hello@ show -P ActiveEnterTimestampMonotonic hello@8000.service").stdout.strip()),
+        timeout=300)
+    record("job runs, triggers rolling restart", time.monotonic() - started)
+    assert int(after) > int(before)
+    assert deployment.admin_ssh("systemctl is-enabled hello-refresh.timer").stdout.strip() == "enabled"
+
+
+def test_socket_activated_service_has_four_instances(deployment):
+    seen = set()
+    for _ in range(40):
+        status, body = get(deployment, "/wsgi/")
+        assert status == 200
+        seen.add(body.strip())
+    active = deployment.admin_ssh("systemctl is-active wsgi@1.socket wsgi@2.socket wsgi@3.socket wsgi@4.socket").stdout.split()
+    assert active == ["active"] * 4
+    assert len(seen) >= 2, f"requests should spread over the ReusePort instances: {seen}"
+
+
+def test_destroy_leaves_nothing_behind(deployment):
+    started = time.monotonic()
+    steps = deployment.engine.destroy()
+    record("destroy", time.monotonic() - started, f"{len(steps)} deletes")
+    assert steps[-1].name == "vm-bootstrap"
+    # The base setup's removal restored the host's own sshd settings: root may log in with its key.
+    leftovers = deployment.vm.ssh(
+        "ls /etc/systemd/system /etc/containers/systemd 2>/dev/null | grep -E '^(hello|wsgi|outpost)' ; "
+        "getent passwd hello admin ; ls /home ; ls /var/lib/outpost/manifests /etc/outpost/tls 2>/dev/null ; "
+        "ls /etc/sudoers.d | grep outpost ; podman ps -a --format '{{.Names}}' ; "
+        "ls /usr/local/lib/outpost /etc/ssh/sshd_config.d/10-outpost.conf 2>/dev/null ; true").stdout.split()
+    assert leftovers == [], leftovers
