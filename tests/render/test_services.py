@@ -181,7 +181,7 @@ def test_local_image_is_built_first_and_fails_the_apply_before_replicas():
     assert hello["strategy"] == "rolling" and hello["scope"] == "user:hello"
     assert [i["health"] for i in hello["instances"]] == ["http://127.0.0.1:8000/ready",
                                                          "http://127.0.0.1:8001/ready"]
-    assert hello["health"] == {"interval": 1, "timeout": 1, "retries": 30}
+    assert hello["health"] == {"interval": 1, "timeout": 3, "retries": 30}
     assert set(image["when"]) < set(hello["when"])
     assert "/home/hello/.config/containers/systemd/hello@.container" in hello["when"]
     assert m.restarts == {"hello": "rolling"}
