@@ -20,6 +20,10 @@ import threading
 import time
 
 STARTED = time.time()
+STOPPING = threading.Event()
+INFLIGHT = [0]                    # requests being answered right now
+INFLIGHT_LOCK = threading.Lock()
+DRAIN_SECONDS = 20
 
 
 def image() -> str:
@@ -42,6 +46,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "outpost-hello"
 
     def do_GET(self) -> None:
+        with INFLIGHT_LOCK:
+            INFLIGHT[0] += 1
+        try:
+            self.route()
+        finally:
+            with INFLIGHT_LOCK:
+                INFLIGHT[0] -= 1
+
+    def route(self) -> None:
+        if STOPPING.is_set():
+            self.close_connection = True      # answer this one, then let the proxy reconnect elsewhere
         path = self.path.split("?", 1)[0]
         port = self.server.server_address[1]
         if path == "/ready":
@@ -59,6 +74,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if STOPPING.is_set():
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -70,7 +87,8 @@ def serve(port: int) -> int:
     server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
     server.daemon_threads = True
 
-    def stop(signum, frame):  # finish the request in flight, then exit 0
+    def stop(signum, frame):  # stop accepting, finish the requests in flight, then exit 0
+        STOPPING.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
@@ -78,6 +96,11 @@ def serve(port: int) -> int:
     print(f"hello: serving {image()} on port {port}", flush=True)
     server.serve_forever(poll_interval=0.2)
     server.server_close()
+    # Handler threads are daemons (idle keep-alive connections must not hold the exit up), so
+    # wait here until no response is half-written: exiting mid-response truncates it.
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while INFLIGHT[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
     print("hello: stopped", flush=True)
     return 0
 
