@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from components.program import run_program
 from tests.e2e.conftest import record
 from tests.e2e.engine import Engine
@@ -47,6 +49,7 @@ def mesh_config(vms: dict[str, VM]) -> dict:
     }
 
 
+@pytest.mark.mesh
 def test_wireguard_mesh_passes_traffic(tmp_path):
     started = time.monotonic()
     vms = boot_pair(tmp_path)
