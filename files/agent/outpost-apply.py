@@ -279,9 +279,17 @@ def mask(manifest):
 
 
 def owned_units(manifest):
-    """Every (scope, unit) a manifest starts or restarts."""
+    """Every (scope, unit) a manifest starts, or restarts and ships the unit file of. A unit it
+    only restarts (ssh.service after an sshd drop-in, the proxy after new certificates) belongs
+    to the host: removing the manifest must never stop it."""
+    shipped = {os.path.basename(f["path"]) for f in manifest.get("files", [])}
     pairs = [(u["scope"], u["unit"]) for u in manifest.get("units", [])]
-    pairs += [(g["scope"], i["unit"]) for g in manifest.get("restart", []) for i in g["instances"]]
+    for g in manifest.get("restart", []):
+        for i in g["instances"]:
+            name = i["unit"]
+            template = re.sub(r"@[^.]*\.", "@.", name)
+            if name in shipped or template in shipped or any(f.startswith(name.rsplit(".", 1)[0] + ".") for f in shipped):
+                pairs.append((g["scope"], name))
     return list(dict.fromkeys(pairs))
 
 
