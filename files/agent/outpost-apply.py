@@ -946,6 +946,7 @@ class Agent:
             count = sum(self.remove_file(p) for p in paths)
             count += sum(self.forget_group(g) for g in m["restart"])
             self.daemon_reload(paths, wait=False)
+            self.reload_host_units(m, units, paths)
             count += len(self.remove_empty_dirs(state.get("created_dirs", [])))
             listed = {u["name"] for s in others for u in s["manifest"]["users"]}
             users = [u["name"] for u in m["users"] if u["name"] not in listed and self.delete_user(u["name"])]
@@ -954,6 +955,19 @@ class Agent:
                     f"deleted users: {', '.join(users) or 'none'}")
         print(line, flush=True)
         return line
+
+    def reload_host_units(self, manifest, stopped, removed_paths):
+        """Reload the host's own units whose settings a removed file changed (ssh.service after
+        the sshd drop-in goes), so the host is back to its own configuration; best effort."""
+        removed, stopped = set(removed_paths), set(stopped)
+        for g in manifest["restart"]:
+            if g["strategy"] == "blue-green" or not removed.intersection(g.get("when") or []):
+                continue
+            units = [i["unit"] for i in g["instances"] if (g["scope"], i["unit"]) not in stopped]
+            if units:
+                code, output, _ = self.systemctl(g["scope"], "try-reload-or-restart", *units, check=False)
+                self.log(f"reloaded {', '.join(units)}" if code == 0
+                         else f"warning: reloading {', '.join(units)} failed: {one_line(output)}")
 
     def delete_user(self, user):
         """Delete a user the agent created, with its home, manager, processes and podman storage."""

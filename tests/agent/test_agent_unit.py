@@ -446,6 +446,24 @@ def test_remove_with_right_token_removes_everything(host):
         "outpost svc-demo: nothing stored under this name, nothing to remove"
 
 
+def test_remove_reloads_host_units_it_configured_and_never_stops_them(host):
+    """Removing the base manifest takes its sshd drop-in away: ssh.service (the host's unit, not
+    the manifest's) must keep running and reload, so the host's own login settings apply again."""
+    agent, fake, root = host
+    dropin = "/etc/ssh/sshd_config.d/10-outpost.conf"
+    doc = manifest("base", files=[text_file(dropin, "PermitRootLogin no\n")],
+                   restart=[{"group": "sshd", "strategy": "reload", "scope": "system", "when": [dropin],
+                             "instances": [{"unit": "ssh.service", "health": None}]}])
+    fake.active.add("ssh.service")
+    apply(agent, doc, token="b1")
+    fake.calls.clear()
+    assert agent.remove("base", "b1").endswith("stopped 0 units, deleted users: none")
+    assert not (root / dropin.lstrip("/")).exists()
+    assert fake.commands("stop") == []
+    assert fake.commands("try-reload-or-restart") == [["systemctl", "try-reload-or-restart", "ssh.service"]]
+    assert "ssh.service" in fake.active
+
+
 def test_main_prints_one_paragraph_error_and_exits_nonzero(oa, host, capsys, monkeypatch):
     agent, _, _ = host
     monkeypatch.setattr("sys.stdin", io.StringIO("[1, 2"))
