@@ -76,6 +76,10 @@ class OutpostMocks(pulumi.runtime.Mocks):
             outputs.update(cert_pem=f"<mock certificate {args.name}>\n")
         elif args.typ == "tls:index/certRequest:CertRequest":
             outputs.update(cert_request_pem=f"<mock request {args.name}>\n")
+        elif args.typ == "acme:index/certificate:Certificate":
+            outputs.update(certificate_pem=f"<mock certificate {args.name}>\n",
+                           issuer_pem=f"<mock issuer of {args.name}>\n",
+                           private_key_pem=f"<mock private key {args.name}>")
         elif args.typ == "random:index/randomBytes:RandomBytes":
             raw = hashlib.sha256(args.name.encode()).digest()[: int(args.inputs.get("length", 32))]
             import base64

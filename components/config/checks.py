@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from .calendar import invalid_calendars
-from .model import Stack
+from .model import TLS_WILDCARD_MODES, Stack, covering_wildcard
 
 Problem = tuple[str, str]
 
@@ -187,8 +187,9 @@ def _routes(stack: Stack) -> Iterator[Problem]:
         first = seen.setdefault((route.host, route.path or "/"), i)
         if first != i:
             yield where, f"duplicates routes[{first}] (same host and path)"
-        if "{suffix}" not in route.host and stack.suffix and not route.host.startswith("*."):
-            pass  # a route may deliberately not carry the suffix
+        if route.host.startswith("*."):
+            yield (f"{where}.host", "wildcard routes are not supported (the proxy configurations outpost renders name "
+                   "each host); list each hostname: they can share one certificate with outpost:proxy.wildcards")
 
 
 def _proxy(stack: Stack) -> Iterator[Problem]:
@@ -196,9 +197,24 @@ def _proxy(stack: Stack) -> Iterator[Problem]:
     if not stack.routes:
         return
     if proxy.tls == "acme" and proxy.kind != "caddy":
-        yield "proxy.tls", f"acme (the proxy fetching its own certificates) needs kind: caddy; with {proxy.kind} use acme-dns, internal, files or none"
+        yield "proxy.tls", (f"acme means the proxy obtains its own certificates, which only kind: caddy does; {proxy.kind} "
+                            "needs its certificates from another mode: acme-dns (outpost issues them from the ACME CA "
+                            "through DNS-01), internal (a stack CA), files (certificate and key from outpost:secrets) "
+                            "or none (plain HTTP)")
     if proxy.tls in ("acme", "acme-dns") and not proxy.email:
         yield "proxy.email", f"required for tls: {proxy.tls} (the ACME account contact)"
+    if proxy.acme_ca is not None:
+        if proxy.tls not in ("acme", "acme-dns"):
+            yield "proxy.acme_ca", "only applies to tls: acme or acme-dns"
+        elif not proxy.acme_ca.startswith("https://"):
+            yield "proxy.acme_ca", (f"{proxy.acme_ca!r} is not an ACME directory URL like "
+                                    "https://acme-staging-v02.api.letsencrypt.org/directory (ACME needs https)")
+    if proxy.acme_ca_root is not None:
+        if proxy.tls != "acme":
+            yield "proxy.acme_ca_root", ("only applies to tls: acme (Caddy's own ACME client); with acme-dns the machine "
+                                         "running `pulumi up` must trust the CA (lego reads LEGO_CA_CERTIFICATES)")
+        elif proxy.acme_ca is None:
+            yield "proxy.acme_ca_root", "only applies with acme_ca (a private ACME CA); Let's Encrypt is trusted already"
     if proxy.tls == "acme-dns" and stack.dns is None and stack.geodns is None:
         yield "proxy.tls", "acme-dns answers DNS-01 through outpost:dns or outpost:geodns; define one of them"
     if proxy.tls == "files":
@@ -207,6 +223,57 @@ def _proxy(stack: Stack) -> Iterator[Problem]:
                 yield f"proxy.{key}", "required for tls: files (the name of a secret in outpost:secrets)"
     elif proxy.certificate or proxy.key:
         yield "proxy", "certificate: and key: only apply to tls: files"
+    yield from _wildcards(stack)
+    yield from _acme_dns_zones(stack)
+
+
+def _final(stack: Stack, name: str) -> str:
+    return name.replace("{suffix}", stack.suffix)
+
+
+def _wildcards(stack: Stack) -> Iterator[Problem]:
+    proxy = stack.proxy
+    if proxy.wildcards and proxy.tls not in TLS_WILDCARD_MODES:
+        yield "proxy.wildcards", f"only applies to tls: {' or '.join(TLS_WILDCARD_MODES)} (certificates outpost issues)"
+        return
+    hosts = {_final(stack, r.host) for r in stack.routes}
+    seen: set[str] = set()
+    for j, wildcard in enumerate(proxy.wildcards):
+        name = _final(stack, wildcard)
+        if name in seen:
+            yield f"proxy.wildcards[{j}]", f"{name} is listed twice"
+        seen.add(name)
+        if not any(covering_wildcard(h, [name]) for h in hosts):
+            yield f"proxy.wildcards[{j}]", (f"{name} covers no route hostname (it covers exactly one label in place "
+                                            "of the *, e.g. app.example.org for *.example.org); remove it or fix it")
+
+
+def _acme_dns_zones(stack: Stack) -> Iterator[Problem]:
+    """acme-dns: every certificate name lies in a zone outpost:dns or outpost:geodns holds, whose
+    provider then answers its DNS-01 challenge with that zone's token."""
+    if stack.proxy.tls != "acme-dns" or (stack.dns is None and stack.geodns is None):
+        return
+    zones = " and ".join(f"outpost:{key} holds {d.zone}" for key, d in (("dns", stack.dns), ("geodns", stack.geodns)) if d)
+    wildcards = [_final(stack, w) for w in stack.proxy.wildcards]
+    names: dict[str, str] = {}
+    for i, route in enumerate(stack.routes):
+        host = _final(stack, route.host)
+        if covering_wildcard(host, wildcards) is None:
+            names.setdefault(host, f"routes[{i}].host")
+    for j, name in enumerate(wildcards):
+        names.setdefault(name, f"proxy.wildcards[{j}]")
+    in_dns = []
+    for name, where in names.items():
+        zone = stack.dns_zone_for(name)
+        if zone is None:
+            yield where, (f"{name} is in no zone outpost manages ({zones}): tls: acme-dns answers DNS-01 through the "
+                          "provider holding the name's zone; move the name under a zone or use another tls mode")
+        elif zone is stack.dns:
+            in_dns.append(name)
+    if in_dns and stack.dns is not None and stack.dns.token is None:
+        yield "dns.token", (f"required for tls: acme-dns ({', '.join(in_dns)} in zone {stack.dns.zone}): the name of the "
+                            "secret in outpost:secrets holding a Hetzner API token that may edit the zone (a Cloud API "
+                            "token, as for zones in the Hetzner Console; it may hold the same value as hcloud:token)")
 
 
 def _secret_refs(stack: Stack) -> Iterator[tuple[str, str]]:
@@ -219,6 +286,10 @@ def _secret_refs(stack: Stack) -> Iterator[tuple[str, str]]:
     for key in ("certificate", "key"):
         if getattr(stack.proxy, key):
             yield f"proxy.{key}", getattr(stack.proxy, key)
+    if stack.proxy.acme_ca_root:
+        yield "proxy.acme_ca_root", stack.proxy.acme_ca_root
+    if stack.dns and stack.dns.token:
+        yield "dns.token", stack.dns.token
     if stack.geodns:
         yield "geodns.token", stack.geodns.token
     for name, bucket in stack.buckets.items():

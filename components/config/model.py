@@ -25,9 +25,21 @@ CPU_RE = re.compile(r"^\d+%$")
 MEMORY_RE = re.compile(r"^\d+[KMGT]?$")
 # A route hostname: DNS labels, `{suffix}` allowed inside a label, `*.` allowed in front.
 ROUTE_HOST_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]|\{suffix\})*\.)*[a-z0-9]([a-z0-9-]|\{suffix\})*$")
+# A wildcard certificate name: `*.` then at least two labels (`{suffix}` allowed inside a label).
+WILDCARD_RE = re.compile(r"^\*\.([a-z0-9]([a-z0-9-]|\{suffix\})*\.)+[a-z0-9]([a-z0-9-]|\{suffix\})*$")
 URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._@%+=:,/-]*$")
 SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?$")
+
+
+TLS_WILDCARD_MODES = ("acme-dns", "internal")   # tls modes in which outpost issues certificates itself
+
+
+def covering_wildcard(host: str, wildcards: list[str]) -> str | None:
+    """The wildcard (`*.b.example.org`) that covers HOST (`a.b.example.org`: one label in place
+    of the `*`, never the bare parent), or None."""
+    parent = host.partition(".")[2]
+    return next((w for w in wildcards if w[2:] == parent), None)
 
 
 def _matching(pattern: re.Pattern[str], what: str):
@@ -229,7 +241,10 @@ class Proxy(Strict):
     email: Line | None = None
     certificate: SecretName | None = None   # tls: files
     key: SecretName | None = None           # tls: files
-    acme_ca: Line | None = None             # ACME directory URL; default Let's Encrypt
+    acme_ca: Line | None = None             # ACME directory URL (acme, acme-dns); default Let's Encrypt
+    acme_ca_root: SecretName | None = None  # tls: acme: secret holding the PEM root that signs acme_ca's HTTPS certificate
+    # acme-dns, internal: wildcard certificates; a route hostname one covers is served with it
+    wildcards: list[Annotated[str, _matching(WILDCARD_RE, "a wildcard name like *.example.org")]] = []
 
 
 class DnsRecord(Strict):
@@ -242,6 +257,7 @@ class DnsRecord(Strict):
 class Dns(Strict):
     provider: Literal["hetzner"] = "hetzner"
     zone: HostName | Annotated[str, _matching(re.compile(r"^[a-z0-9.-]+$"), "a DNS zone")]
+    token: SecretName | None = None         # tls: acme-dns: secret holding a Hetzner API token for DNS-01
     ttl: int = Field(default=300, ge=60)
     records: list[DnsRecord] = []
 
@@ -325,3 +341,11 @@ class Stack(Strict):
 
     def routed_hosts(self) -> frozenset[str]:
         return self.routed
+
+    def dns_zone_for(self, name: str) -> "Dns | GeoDns | None":
+        """The DNS config (outpost:dns or outpost:geodns) whose zone holds NAME (a hostname or
+        `*.`wildcard); the longer zone wins when both do. None when neither does."""
+        bare = name.removeprefix("*.")
+        holding = [d for d in (self.dns, self.geodns)
+                   if d is not None and (bare == d.zone or bare.endswith("." + d.zone))]
+        return max(holding, key=lambda d: len(d.zone), default=None)

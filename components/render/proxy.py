@@ -8,7 +8,9 @@ Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates
 - for HAProxy, a systemd drop-in that also loads the blue-green directory `LIVE_DIR`,
 - for tls `acme-dns`, `internal` and `files`, one certificate and key per hostname under
   `TLS_DIR` as `<secret:tls:HOST.crt>` / `<secret:tls:HOST.key>` placeholders: HOST.crt and
-  HOST.key for nginx, one HOST.pem bundle for HAProxy and Caddy (see `certificate_files`).
+  HOST.key for nginx, one HOST.pem bundle for HAProxy and Caddy (see `certificate_files`),
+- for tls `acme` with `acme_ca_root` (Caddy and a private ACME CA such as Pebble), the CA's root
+  certificate from that secret as `ACME_CA_ROOT`, which Caddy trusts for the ACME server only.
 
 Every upstream is load-balanced over its 127.0.0.1 ports, health-checked (actively where the
 proxy can), and a request whose backend refused the connection or died is retried on another
@@ -50,6 +52,7 @@ MAIN_CONFIG = {"caddy": "/etc/caddy/Caddyfile", "haproxy": "/etc/haproxy/haproxy
 PACKAGES = {"caddy": ["caddy"], "haproxy": ["haproxy"], "nginx": ["nginx"]}
 SWITCH_SUFFIX = {"caddy": "caddy", "haproxy": "cfg", "nginx": "nginx"}
 PORT_PLACEHOLDER = "{port}"
+ACME_CA_ROOT = f"{TLS_DIR}/acme-ca-root.pem"
 
 # Who reads the private key. Caddy runs as User=caddy and loads keys itself (also on reload);
 # HAProxy and nginx load them in their root master process before dropping privileges.
@@ -60,6 +63,7 @@ LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOST_RE = re.compile(rf"{LABEL}(?:\.{LABEL})*")
 PATH_RE = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 EMAIL_RE = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+")
+SECRET_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?")
 ROOT_RE = re.compile(r"(?:/[A-Za-z0-9._+-]+)*")
 DURATION_PART_RE = re.compile(r"\s*([0-9]+)\s*([a-z]*)")
@@ -98,6 +102,8 @@ class ProxySpec:
     email: str | None
     routes: tuple[Route, ...]
     acme_ca: str | None = None  # ACME directory URL override (tests: Pebble); None = Let's Encrypt
+    acme_ca_root: str | None = None  # tls acme: name of the secret holding the PEM root acme_ca's
+                                     # HTTPS certificate chains to (a private CA); None = system roots
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -197,6 +203,11 @@ def check_spec(spec: ProxySpec) -> ProxySpec:
     if spec.acme_ca is not None and not URL_RE.fullmatch(spec.acme_ca):
         raise ValueError(f"proxy acme_ca {spec.acme_ca!r} must be an http(s) URL without spaces, "
                          "quotes, query or fragment")
+    if spec.acme_ca_root is not None:
+        if spec.tls != "acme" or spec.kind != "caddy":
+            raise ValueError("proxy acme_ca_root only applies to tls 'acme' with caddy")
+        if not isinstance(spec.acme_ca_root, str) or not SECRET_NAME_RE.fullmatch(spec.acme_ca_root):
+            raise ValueError(f"proxy acme_ca_root {spec.acme_ca_root!r} must be a secret name")
     if not isinstance(spec.routes, tuple):
         raise ValueError("proxy routes must be a tuple of Route")
     seen: dict[tuple[str, str | None], str] = {}
@@ -317,6 +328,7 @@ def _context(spec: ProxySpec, root: str) -> dict[str, object]:
         "cert_files": spec.tls in CERT_FILE_MODES,
         "email": spec.email or "",
         "acme_ca": spec.acme_ca or "",
+        "acme_ca_root": f"{root}{ACME_CA_ROOT}" if spec.acme_ca_root else "",
         "sites": _sites(spec, root),
         "upstreams": _upstreams(spec, root),
         "root": root,
@@ -345,6 +357,9 @@ def render_proxy(spec: ProxySpec, *, root: str = "") -> list[File]:
         files.append(File(f"{root}{HAPROXY_DROPIN}", _render("haproxy/outpost.conf.j2", **ctx)))
     if spec.tls in CERT_FILE_MODES:
         files += certificate_files(spec.kind, sorted({r.host for r in spec.routes}), root=root)
+    if spec.acme_ca_root:
+        mode, group = KEY_ACCESS[spec.kind]
+        files.append(File(f"{root}{ACME_CA_ROOT}", secret_ref(spec.acme_ca_root), mode=mode, group=group))
     return sorted(files, key=lambda f: f.path)
 
 
@@ -372,7 +387,7 @@ def proxy_dirs(spec: ProxySpec, *, root: str = "") -> list[Dir]:
     check_spec(spec)
     check_root(root)
     dirs = [Dir(f"{root}{LIVE_DIR}")]
-    if spec.tls in CERT_FILE_MODES:
+    if spec.tls in CERT_FILE_MODES or spec.acme_ca_root:
         dirs.append(Dir(f"{root}{TLS_DIR}"))
     return sorted(dirs, key=lambda d: d.path)
 

@@ -7,7 +7,7 @@ Pure: builds `ProxySpec`s from the stack config and wraps `proxy.render_proxy` o
 
 from __future__ import annotations
 
-from ..config.model import Stack
+from ..config.model import TLS_WILDCARD_MODES, Stack, covering_wildcard
 from .manifest import Dir, Manifest, Unit
 from .proxy import (CERT_FILE_MODES, MAIN_CONFIG, TLS_DIR, ProxySpec, Route, Upstream,
                     proxy_dirs, proxy_packages, proxy_unit, render_proxy, validate_argv)
@@ -35,7 +35,7 @@ def proxy_spec(stack: Stack, host: str) -> ProxySpec | None:
         return None
     proxy = stack.proxy
     return ProxySpec(kind=proxy.kind, tls=proxy.tls, email=proxy.email, routes=routes,
-                     acme_ca=proxy.acme_ca)
+                     acme_ca=proxy.acme_ca, acme_ca_root=proxy.acme_ca_root)
 
 
 def certificate_hosts(stack: Stack) -> list[str]:
@@ -43,6 +43,17 @@ def certificate_hosts(stack: Stack) -> list[str]:
     if stack.proxy.tls not in CERT_FILE_MODES:
         return []
     return sorted({route_host(stack, r.host) for r in stack.routes})
+
+
+def certificate_names(stack: Stack) -> dict[str, list[str]]:
+    """Each certificate outpost issues → the route hostnames served with it: its own for each
+    hostname, or the wildcard of `outpost:proxy.wildcards` covering it (acme-dns and internal).
+    Every hostname still gets its own `tls:<host>.crt/.key`; hosts under one wildcard share them."""
+    wildcards = [route_host(stack, w) for w in stack.proxy.wildcards] if stack.proxy.tls in TLS_WILDCARD_MODES else []
+    names: dict[str, list[str]] = {}
+    for host in certificate_hosts(stack):
+        names.setdefault(covering_wildcard(host, wildcards) or host, []).append(host)
+    return dict(sorted(names.items()))
 
 
 def proxy_manifests(stack: Stack, host: str) -> list[Manifest]:

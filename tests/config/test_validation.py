@@ -84,7 +84,8 @@ CASES = {
         "Pulumi.test.yaml: outpost:proxy.kind: 'traefik' is not allowed; expected 'caddy', 'haproxy' or 'nginx'"),
     "acme with haproxy": (
         lambda c: c["outpost:proxy"].update(kind="haproxy"),
-        "Pulumi.test.yaml: outpost:proxy.tls: acme (the proxy fetching its own certificates) needs kind: caddy"),
+        "Pulumi.test.yaml: outpost:proxy.tls: acme means the proxy obtains its own certificates, which only "
+        "kind: caddy does; haproxy needs its certificates from another mode: acme-dns"),
     "after_success to a missing service": (
         lambda c: svc(c, "kollektivkart-etl")["after_success"].update(restart="nope"),
         "Pulumi.test.yaml: outpost:services.kollektivkart-etl.after_success.restart: service 'nope' is not defined"),

@@ -27,6 +27,8 @@ def _spec(kind: str, tls: str, routes=ROUTES, **kw) -> ProxySpec:
 
 CASES: dict[str, ProxySpec] = {
     "caddy-acme": _spec("caddy", "acme", SIMPLE + ROUTES[1:2], email="ops@example.org", acme_ca=PEBBLE),
+    "caddy-acme-private-ca": _spec("caddy", "acme", SIMPLE, email="ops@example.org", acme_ca=PEBBLE,
+                                   acme_ca_root="pebble_root"),
     "caddy-internal": _spec("caddy", "internal"),
     "caddy-none": _spec("caddy", "none"),
     "caddy-empty": _spec("caddy", "internal", ()),

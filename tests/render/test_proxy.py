@@ -20,6 +20,7 @@ from components.render import proxy
 from components.render.proxy import ProxySpec, Route, Upstream, render_proxy
 
 from tests.render.proxy_cases import CASES, EUGENE, KOLLEKTIVKART, PEERBOOK, ROUTES, bluegreen_upstreams
+from tests.render.proxy_cases import SIMPLE as SIMPLE_ROUTES
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "proxy"
 UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
@@ -100,6 +101,24 @@ def test_caddy_tls_modes():
     none = main_config("caddy-none")
     assert "\tauto_https off\n" in none and "\nhttp://api.example.org {\n" in none
     assert "\ttls " not in none
+
+
+def test_caddy_trusts_a_private_acme_ca_root_shipped_as_a_secret_file():
+    caddyfile = main_config("caddy-acme-private-ca")
+    assert "\tacme_ca https://127.0.0.1:14000/dir\n\t# " in caddyfile
+    assert "\tacme_ca_root /etc/outpost/tls/acme-ca-root.pem\n" in caddyfile
+    root = files_of("caddy-acme-private-ca")[proxy.ACME_CA_ROOT]
+    assert root.content == "<secret:pebble_root>" and (root.mode, root.group) == ("0640", "caddy")
+    assert [d.path for d in proxy.proxy_dirs(CASES["caddy-acme-private-ca"])] == [proxy.LIVE_DIR, proxy.TLS_DIR]
+    assert "acme_ca_root" not in main_config("caddy-acme")
+    assert proxy.ACME_CA_ROOT not in files_of("caddy-acme")
+
+
+@pytest.mark.parametrize("kind,tls,name", [("caddy", "internal", "root"), ("caddy", "acme", "bad name"),
+                                           ("caddy", "acme", "x}"), ("nginx", "none", "root")])
+def test_acme_ca_root_is_caddy_acme_only_and_a_secret_name(kind, tls, name):
+    with pytest.raises(ValueError, match="acme_ca_root"):
+        render_proxy(ProxySpec(kind, tls, "ops@example.org", SIMPLE_ROUTES, acme_ca_root=name))
 
 
 def test_caddy_bluegreen_imports_its_switch_file():
