@@ -1,7 +1,7 @@
 """End-to-end fixtures: one local VM per session, the program run under (realistic) mocks with the
 VM's address, ports and keys, and an engine that executes its Commands over real SSH.
 
-Every scenario's wall time goes into tests/e2e/report.md at the end of the session.
+Every scenario's wall time goes into the report (tests/e2e/report.py) at the end of the session.
 """
 
 from __future__ import annotations
@@ -16,32 +16,18 @@ import yaml
 
 from components.program import Registered, run_program, stack_config
 from tests.conftest import ROOT
+from tests.e2e import report
 from tests.e2e.engine import Engine
+from tests.e2e.report import record
 from tests.e2e.realistic import RealisticMocks
 from tools.vm import VM
 
-REPORT = Path(__file__).resolve().parent / "report.md"
 DEMO_SECRETS = {"demo_token": "e2e-demo-token-9f3k", "s3_key_id": "e2e-key-id", "s3_secret": "e2e-s3-secret-7d1q",
                 "restic_password": "e2e-restic-password-c81m"}
-_timings: list[tuple[str, float, str]] = []
-
-
-def pytest_configure(config):
-    _timings.clear()
-
-
-def record(scenario: str, seconds: float, note: str = "") -> None:
-    _timings.append((scenario, round(seconds, 1), note))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _timings:
-        return
-    lines = ["# End-to-end report", "", f"Run {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, exit status {exitstatus}.",
-             "", "| scenario | seconds | notes |", "|---|---:|---|"]
-    lines += [f"| {name} | {seconds} | {note} |" for name, seconds, note in _timings]
-    REPORT.write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines))
+    report.write(exitstatus)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import record
+from tests.e2e.report import record
 from tests.e2e.engine import CommandFailed
 from tests.e2e.load import Load, https_get
 
@@ -156,6 +156,37 @@ def test_socket_activated_service_has_four_instances(deployment):
     active = deployment.admin_ssh("systemctl is-active wsgi@1.socket wsgi@2.socket wsgi@3.socket wsgi@4.socket").stdout.split()
     assert active == ["active"] * 4
     assert len(seen) >= 2, f"requests should spread over the ReusePort instances: {seen}"
+
+
+@pytest.mark.parametrize("kind, tag", [("haproxy", "4"), ("nginx", "5")])
+def test_the_same_routes_behind_each_proxy_roll_without_loss(deployment, kind, tag):
+    """One route list, another proxy: switching `outpost:proxy.kind` replaces the proxy on the
+    host, HTTPS with the stack CA still reaches the right service on each path, and a rolling
+    restart behind this proxy (HAProxy drains through its admin socket) loses no request."""
+    deployment.config["outpost:proxy"]["kind"] = kind
+    started = time.monotonic()
+    steps = deployment.up()
+    record(f"switch proxy to {kind}", time.monotonic() - started, f"{len(steps)} commands")
+    assert "vm-proxy" in [s.name for s in steps], steps
+    assert deployment.admin_ssh(f"systemctl is-active {kind}.service").stdout.strip() == "active"
+    assert deployment.admin_ssh("systemctl is-active caddy.service", check=False).stdout.strip() != "active"
+    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(get(deployment, "/")))
+    assert tag_of(body) == "2", body
+    status, body = get(deployment, "/wsgi/")
+    assert status == 200 and "wsgi" in body, body
+
+    deployment.services["hello"]["container"]["tag"] = tag
+    started = time.monotonic()
+    with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), clients=20, max_seconds=900) as load:
+        steps = deployment.up()
+    result = load.result
+    record(f"rolling restart behind {kind} under load (tag → {tag})", time.monotonic() - started,
+           f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}")
+    assert [s.name for s in steps] == ["vm-svc-hello"], steps
+    assert "hello(rolling)" in steps[0].stdout
+    assert result.sent > 20 and result.lost == 0, (result.failures, result.sent)
+    status, body = get(deployment, "/")
+    assert status == 200 and tag_of(body) == tag, body
 
 
 def test_destroy_leaves_nothing_behind(deployment):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from components.program import run_program
-from tests.e2e.conftest import record
+from tests.e2e.report import record
 from tests.e2e.engine import Engine
 from tests.e2e.realistic import RealisticMocks
 from tools.vm import VM, free_port
