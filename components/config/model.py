@@ -233,9 +233,9 @@ class Proxy(Strict):
 
 
 class DnsRecord(Strict):
-    name: Line
+    name: Line                              # relative to the zone, "@" for its apex; {suffix} expanded
     type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "CAA", "SRV", "NS"]
-    value: Line
+    value: Line                             # {suffix} expanded
     ttl: int | None = Field(default=None, ge=60)
 
 
@@ -244,6 +244,9 @@ class Dns(Strict):
     zone: HostName | Annotated[str, _matching(re.compile(r"^[a-z0-9.-]+$"), "a DNS zone")]
     ttl: int = Field(default=300, ge=60)
     records: list[DnsRecord] = []
+    # true: this stack creates (and owns) the zone; false: the zone exists already (another stack's,
+    # e.g. prod's, or made by hand) and this stack only writes its own record sets into it.
+    create_zone: bool = True
 
 
 class GeoHealth(Strict):
@@ -325,3 +328,7 @@ class Stack(Strict):
 
     def routed_hosts(self) -> frozenset[str]:
         return self.routed
+
+    def with_suffix(self, text: str) -> str:
+        """TEXT (a route hostname, a record name or value) with `{suffix}` replaced."""
+        return text.replace("{suffix}", self.suffix)
