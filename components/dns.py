@@ -47,6 +47,7 @@ class Dns(pulumi.ComponentResource):
         super().__init__("outpost:dns:Dns", name, None, opts)
         stack = args.stack
         self._name, self._stack = name, stack
+        self._served: Optional[dict[str, list[pulumi.Resource]]] = None
         self.zone_name, self.record_sets, self.geo_records = None, {}, {}
         if stack.dns:
             self.zone_name = self._zone(name, stack)
@@ -69,9 +70,15 @@ class Dns(pulumi.ComponentResource):
     def routes_of(self, host: str) -> list[pulumi.Resource]:
         """The record sets of the route hostnames HOST serves: its proxy waits for them, so an ACME
         HTTP-01 challenge finds the name already pointing at the host."""
-        fqdns = {fqdn for fqdn, indexes in records.route_hostnames(self._stack).items()
-                 if host in records.serving_hosts(self._stack, indexes)}
-        return [r for (fqdn, _), r in [*self.record_sets.items(), *self.geo_records.items()] if fqdn in fqdns]
+        if self._served is None:      # fqdn → record sets, and host → fqdns, worked out once
+            by_fqdn: dict[str, list[pulumi.Resource]] = {}
+            for (fqdn, _), res in [*self.record_sets.items(), *self.geo_records.items()]:
+                by_fqdn.setdefault(fqdn, []).append(res)
+            self._served = {}
+            for fqdn, indexes in records.route_hostnames(self._stack).items():
+                for h in records.serving_hosts(self._stack, indexes):
+                    self._served.setdefault(h, []).extend(by_fqdn.get(fqdn, []))
+        return list(self._served.get(host, []))
 
     def _zone(self, name: str, stack: Stack) -> pulumi.Output[str]:
         dns = stack.dns

@@ -160,16 +160,17 @@ def stack_config(stack: str, overrides: Optional[dict[str, Any]] = None,
 def install_mocks(mocks: Optional[pulumi.runtime.Mocks] = None, stack: str = "test") -> RecordingMonitor:
     """From now on, every resource this process registers goes to a fresh RecordingMonitor under
     MOCKS (default: OutpostMocks); it is returned for the caller to inspect. Component tests call
-    this inside a `@pulumi.runtime.test` function; `run_program` calls it for the whole program."""
+    this inside a `@pulumi.runtime.test` function; `record_program` calls it for the whole program."""
     monitor = RecordingMonitor(mocks or OutpostMocks())
     pulumi_settings.set_root_resource(None)
     pulumi.runtime.set_mocks(monitor.mocks, project="outpost", stack=stack, preview=False, monitor=monitor)
     return monitor
 
 
-def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
-                mocks: Optional[pulumi.runtime.Mocks] = None) -> list[Registered]:
-    """Run the program for STACK with CONFIG (a `stack_config` mapping) under MOCKS."""
+def record_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
+                   mocks: Optional[pulumi.runtime.Mocks] = None) -> RecordingMonitor:
+    """Run the program for STACK with CONFIG (a `stack_config` mapping) under MOCKS; the monitor
+    holds what it registered and invoked."""
     flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()
             if not (isinstance(v, dict) and set(v) == {"secure"})}
     set_all_config(flat, secret_keys=[k for k in flat if k.endswith(":secrets") or k == "hcloud:token"])
@@ -179,4 +180,10 @@ def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__ma
         runpy.run_path(str(program), run_name="__main__")
 
     pulumi.runtime.sync_await._sync_await(pulumi.runtime.stack.run_pulumi_func(main))
-    return monitor.registered
+    return monitor
+
+
+def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
+                mocks: Optional[pulumi.runtime.Mocks] = None) -> list[Registered]:
+    """Every resource the program registers for STACK with CONFIG under MOCKS."""
+    return record_program(stack, config, program, mocks).registered
