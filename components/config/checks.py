@@ -274,8 +274,17 @@ def _geodns_records(stack: Stack) -> Iterator[Problem]:
             yield f"{where}.name", f"geodns.records[{first}] already defines {rec.type} records for {name!r}"
         fqdn = records.geo_fqdn(stack, rec)
         serving = records.serving_hosts(stack, routes[fqdn]) if fqdn in routes else None
+        pool_of: dict[str, str] = {}
         for pool, hosts in rec.pools.items():
+            if not hosts:
+                yield f"{where}.pools.{pool}", "lists no host; a pool answers with its hosts' addresses"
+            if pool != rec.default and pool not in rec.rules:
+                yield f"{where}.pools.{pool}", (f"pool {pool!r} has no rule and is not the default pool ({rec.default!r}), "
+                                                "so it would never answer; give it continents or countries in rules")
             for j, host in enumerate(hosts):
+                if pool_of.setdefault(host, pool) != pool:
+                    yield f"{where}.pools.{pool}[{j}]", (f"host {host!r} is already in pool {pool_of[host]!r}; a host may be "
+                                                         f"in one pool only (to fall back to a pool, make it the default)")
                 if host not in stack.hosts:
                     continue  # reported by _dns
                 if version[rec.type] not in records.address_versions(stack, host):
@@ -284,6 +293,11 @@ def _geodns_records(stack: Stack) -> Iterator[Problem]:
                 elif serving is not None and host not in serving:
                     yield (f"{where}.pools.{pool}[{j}]", f"host {host!r} does not serve {fqdn} (the routes "
                            f"for it run on {_choices(serving)}): its proxy would not answer")
+        region_of: dict[str, str] = {}
+        for pool, codes in rec.rules.items():
+            for j, code in enumerate(codes):
+                if region_of.setdefault(code, pool) != pool:
+                    yield f"{where}.rules.{pool}[{j}]", f"{code} already routes to pool {region_of[code]!r}; a region routes to one pool"
 
 
 def _dns_records(stack: Stack) -> Iterator[Problem]:

@@ -71,6 +71,17 @@ CASES = {
     "geo AAAA on a host without IPv6": (
         lambda c: c["outpost:hosts"]["web1"].update(ipv6=False) or geo(c).update(type="AAAA"),
         "Pulumi.test.yaml: outpost:geodns.records[0].pools.default[0]: host 'web1' has no public IPv6 address for a AAAA record"),
+    "geo host in two pools": (
+        lambda c: geo(c).update(pools={"eu": ["web1"], "default": ["web1"]}, rules={"eu": ["EU"]}),
+        "Pulumi.test.yaml: outpost:geodns.records[0].pools.default[0]: host 'web1' is already in pool 'eu'"),
+    "geo pool that never answers": (
+        lambda c: add_static(c) or c["outpost:services"]["kollektivkart"].update(hosts=["web1", "vps1"])
+        or geo(c).update(pools={"eu": ["vps1"], "default": ["web1"]}),
+        "Pulumi.test.yaml: outpost:geodns.records[0].pools.eu: pool 'eu' has no rule and is not the default pool"),
+    "geo region in two rules": (
+        lambda c: add_static(c) or c["outpost:services"]["kollektivkart"].update(hosts=["web1", "vps1"])
+        or geo(c).update(pools={"eu": ["vps1"], "de": ["web1"]}, default="de", rules={"eu": ["EU", "AF"], "de": ["DE", "EU"]}),
+        "Pulumi.test.yaml: outpost:geodns.records[0].rules.de[1]: EU already routes to pool 'eu'"),
     "geo record defined twice": (
         lambda c: c["outpost:geodns"]["records"].append(copy.deepcopy(geo(c))),
         "Pulumi.test.yaml: outpost:geodns.records[1].name: geodns.records[0] already defines A records for 'kollektivkart-test'"),
