@@ -1,5 +1,6 @@
 """Runs the whole Pulumi program in-process under `pulumi.runtime.set_mocks` and returns every
-resource it registered: type, name, parent, options and inputs, with which inputs were secret.
+resource it registered: type, name, parent, options and inputs, with which inputs were secret,
+and every provider function (lookup) it invoked.
 
 Used by `make plan` (plan.json), the program tests and the end-to-end harness. No Pulumi CLI, no
 engine, no cloud: the mocks answer each registration with deterministic outputs.
