@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "check":
-            load_file(stack_file)
+            from .config.records import notes
+            stack = load_file(stack_file)
             print(f"{stack_file.name}: ok")
+            for key, message in notes(stack):
+                print(f"{stack_file.name}: note: outpost:{key}: {message}")
         else:
             from .plan import write_plan
             args.out.mkdir(parents=True, exist_ok=True)

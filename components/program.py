@@ -1,5 +1,6 @@
 """Runs the whole Pulumi program in-process under `pulumi.runtime.set_mocks` and returns every
-resource it registered: type, name, parent, options and inputs, with which inputs were secret.
+resource it registered: type, name, parent, options and inputs, with which inputs were secret,
+and every provider function (lookup) it invoked.
 
 Used by `make plan` (plan.json), the program tests and the end-to-end harness. No Pulumi CLI, no
 engine, no cloud: the mocks answer each registration with deterministic outputs.
@@ -89,6 +90,11 @@ class OutpostMocks(pulumi.runtime.Mocks):
         return _fake_id(args.name), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "hcloud:index/getZone:getZone":
+            # An existing zone looked up by name (outpost:dns.create_zone: false).
+            name = args.args.get("name") or f"zone-{args.args.get('id')}"
+            return {"id": int(_fake_id(name)), "name": name, "mode": "primary", "ttl": 3600,
+                    "delete_protection": False, "labels": {}}
         return {}
 
 
@@ -103,12 +109,28 @@ def _unwrap_secrets(value: Any) -> Any:
     return value
 
 
+@dataclass
+class Invoked:
+    token: str                            # e.g. hcloud:index/getZone:getZone
+    args: dict[str, Any]
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """A mock monitor that also keeps each registration's options and secret-ness."""
+    """A mock monitor that also keeps each registration's options and secret-ness, and every
+    provider function the program invoked."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.registered: list[Registered] = []
+        self.invoked: list[Invoked] = []
+
+    def Invoke(self, request):
+        if request.tok != "pulumi:pulumi:getResource":
+            self.invoked.append(Invoked(request.tok, pulumi_mocks.rpc.deserialize_properties(request.args)))
+        return super().Invoke(request)
+
+    def by_name(self) -> dict[str, Registered]:
+        return {r.name: r for r in self.registered}
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
@@ -140,19 +162,33 @@ def stack_config(stack: str, overrides: Optional[dict[str, Any]] = None,
     return config
 
 
-def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
-                mocks: Optional[pulumi.runtime.Mocks] = None) -> list[Registered]:
-    """Run the program for STACK with CONFIG (a `stack_config` mapping) under MOCKS."""
+def install_mocks(mocks: Optional[pulumi.runtime.Mocks] = None, stack: str = "test") -> RecordingMonitor:
+    """From now on, every resource this process registers goes to a fresh RecordingMonitor under
+    MOCKS (default: OutpostMocks); it is returned for the caller to inspect. Component tests call
+    this inside a `@pulumi.runtime.test` function; `record_program` calls it for the whole program."""
+    monitor = RecordingMonitor(mocks or OutpostMocks())
+    pulumi_settings.set_root_resource(None)
+    pulumi.runtime.set_mocks(monitor.mocks, project="outpost", stack=stack, preview=False, monitor=monitor)
+    return monitor
+
+
+def record_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
+                   mocks: Optional[pulumi.runtime.Mocks] = None) -> RecordingMonitor:
+    """Run the program for STACK with CONFIG (a `stack_config` mapping) under MOCKS; the monitor
+    holds what it registered and invoked."""
     flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()
             if not (isinstance(v, dict) and set(v) == {"secure"})}
     set_all_config(flat, secret_keys=[k for k in flat if k.endswith(":secrets") or k == "hcloud:token"])
-    monitor = RecordingMonitor(mocks or OutpostMocks())
-    pulumi_settings.set_root_resource(None)
-    pulumi.runtime.set_mocks(monitor.mocks, project="outpost", stack=stack, preview=False,
-                             monitor=monitor)
+    monitor = install_mocks(mocks, stack=stack)
 
     def main() -> None:
         runpy.run_path(str(program), run_name="__main__")
 
     pulumi.runtime.sync_await._sync_await(pulumi.runtime.stack.run_pulumi_func(main))
-    return monitor.registered
+    return monitor
+
+
+def run_program(stack: str, config: dict[str, Any], program: Path = ROOT / "__main__.py",
+                mocks: Optional[pulumi.runtime.Mocks] = None) -> list[Registered]:
+    """Every resource the program registers for STACK with CONFIG under MOCKS."""
+    return record_program(stack, config, program, mocks).registered

@@ -18,6 +18,7 @@ from pulumi_command import remote
 from .buckets import Bucket, BucketArgs
 from .certificates import Certificates, CertificatesArgs
 from .config.model import Stack
+from .dns import Dns, DnsArgs
 from .hosts import Host, HostArgs
 from .mesh import MeshKeys
 from .render import render_stack
@@ -90,6 +91,11 @@ class Outpost(pulumi.ComponentResource):
             ), opts=child)
             self.hosts[host_name] = host
 
+        self.dns = Dns("dns", DnsArgs(
+            stack=stack, addresses={n: {4: h.public_ipv4, 6: h.public_ipv6} for n, h in self.hosts.items()},
+            geodns_token=args.secrets[stack.geodns.token] if stack.geodns else None,
+        ), opts=child) if stack.dns or stack.geodns else None
+
         # Values only known once resources exist, filled into manifests like secrets.
         secrets.update(MeshKeys("wireguard", stack, opts=child).values)
         for host_name, host in self.hosts.items():
@@ -115,6 +121,8 @@ class Outpost(pulumi.ComponentResource):
             needs = list(after)
             if manifest.name.startswith("backup-"):
                 needs += list(self.buckets.values())
+            if manifest.name == "proxy" and self.dns:
+                needs += self.dns.routes_of(host_name)
             command = ship(f"{host_name}-{manifest.name}", manifest, host.connection, secrets, host, needs)
             commands[manifest.name] = command
             if manifest.name in ("base", "tls", "proxy"):

@@ -10,6 +10,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Iterator
 
+from . import records
 from .calendar import invalid_calendars
 from .model import TLS_WILDCARD_MODES, Stack, covering_wildcard
 
@@ -23,7 +24,7 @@ def _choices(names) -> str:
 
 def check(stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
-    for rule in (_hosts, _networks, _services, _reserved_names, _container_builds, _ports, _routes, _proxy, _secrets, _dns,
+    for rule in (_hosts, _networks, _services, _reserved_names, _container_builds, _ports, _routes, _proxy, _secrets, _dns, _dns_records,
                  _buckets_and_backups, _backup_tools):
         problems.extend(rule(stack))
     problems.extend(_calendars(stack))
@@ -322,6 +323,133 @@ def _dns(stack: Stack) -> Iterator[Problem]:
                 yield f"{where}.default", f"default pool {rec.default!r} is not defined in pools (defined: {_choices(rec.pools)})"
             if rec.health and rec.health.protocol != "tcp" and not rec.health.path.startswith("/"):
                 yield f"{where}.health.path", "must start with /"
+        yield from _geodns_records(stack)
+
+
+def _geodns_records(stack: Stack) -> Iterator[Problem]:
+    """Names that are record names, pool hosts that have the address the record needs and serve
+    the route the record answers for, one record per name and type."""
+    geodns = stack.geodns
+    version = {"A": 4, "AAAA": 6}
+    routes = records.route_hostnames(stack)
+    seen: dict[tuple[str, str], int] = {}
+    for i, rec in enumerate(geodns.records):
+        where = f"geodns.records[{i}]"
+        name = records.geo_name(stack, rec)
+        if not records.RELATIVE_NAME_RE.match(name):
+            yield f"{where}.name", (f"{rec.name!r} is not a record name relative to {geodns.zone}: '@' for the "
+                                    "apex or labels of a-z 0-9 - _ like app{suffix}")
+            continue
+        first = seen.setdefault((name, rec.type), i)
+        if first != i:
+            yield f"{where}.name", f"geodns.records[{first}] already defines {rec.type} records for {name!r}"
+        fqdn = records.geo_fqdn(stack, rec)
+        serving = records.serving_hosts(stack, routes[fqdn]) if fqdn in routes else None
+        pool_of: dict[str, str] = {}
+        for pool, hosts in rec.pools.items():
+            if not hosts:
+                yield f"{where}.pools.{pool}", "lists no host; a pool answers with its hosts' addresses"
+            if pool != rec.default and pool not in rec.rules:
+                yield f"{where}.pools.{pool}", (f"pool {pool!r} has no rule and is not the default pool ({rec.default!r}), "
+                                                "so it would never answer; give it continents or countries in rules")
+            for j, host in enumerate(hosts):
+                if pool_of.setdefault(host, pool) != pool:
+                    yield f"{where}.pools.{pool}[{j}]", (f"host {host!r} is already in pool {pool_of[host]!r}; a host may be "
+                                                         f"in one pool only (to fall back to a pool, make it the default)")
+                if host not in stack.hosts:
+                    continue  # reported by _dns
+                if version[rec.type] not in records.address_versions(stack, host):
+                    yield (f"{where}.pools.{pool}[{j}]", f"host {host!r} has no public IPv{version[rec.type]} "
+                           f"address for a {rec.type} record")
+                elif serving is not None and host not in serving:
+                    yield (f"{where}.pools.{pool}[{j}]", f"host {host!r} does not serve {fqdn} (the routes "
+                           f"for it run on {_choices(serving)}): its proxy would not answer")
+        region_of: dict[str, str] = {}
+        for pool, codes in rec.rules.items():
+            for j, code in enumerate(codes):
+                if region_of.setdefault(code, pool) != pool:
+                    yield f"{where}.rules.{pool}[{j}]", f"{code} already routes to pool {region_of[code]!r}; a region routes to one pool"
+
+
+def _dns_records(stack: Stack) -> Iterator[Problem]:
+    """The `outpost:dns` zone: one provider per zone, well-formed extra records, no two sources
+    claiming one name and type, a suffix on every name written into a shared zone, an address for
+    every name."""
+    dns = stack.dns
+    if dns is None:
+        return
+    if stack.geodns and stack.geodns.zone == dns.zone:
+        yield "geodns.zone", (f"{dns.zone!r} is also outpost:dns.zone; one provider serves a zone: give GeoDNS "
+                              f"a zone of its own (e.g. geo.{dns.zone}) and delegate it with NS records in outpost:dns.records")
+    shared = not dns.create_zone and stack.suffix
+    for i, rec in enumerate(dns.records):
+        where = f"dns.records[{i}]"
+        name = stack.with_suffix(rec.name).lower()
+        if name.endswith(".") or name == dns.zone or name.endswith("." + dns.zone):
+            yield f"{where}.name", (f"{rec.name!r} is a full name; names are relative to the zone {dns.zone}: "
+                                    f"'www' for www.{dns.zone}, '@' for the apex")
+        elif not records.RELATIVE_NAME_RE.match(name):
+            yield f"{where}.name", f"{rec.name!r} is not a record name: '@' or labels of a-z 0-9 - _ (a leading '*.' is allowed)"
+        elif name == "@" and rec.type in ("CNAME", "NS"):
+            yield f"{where}.type", (f"a {rec.type} record cannot sit at the zone apex (Hetzner keeps the zone's own "
+                                    "SOA and NS records there)")
+        if shared and "{suffix}" not in rec.name:
+            yield f"{where}.name", _shared_zone_message(stack, rec.name)
+    for fqdn, indexes in records.route_hostnames(stack).items():
+        if records.zone_of(stack, fqdn) != "dns":
+            continue
+        where = f"routes[{indexes[0]}].host"
+        if shared and "{suffix}" not in stack.routes[indexes[0]].host:
+            yield where, _shared_zone_message(stack, stack.routes[indexes[0]].host)
+        serving = records.serving_hosts(stack, indexes)
+        for host in serving:
+            cfg = stack.hosts[host]
+            if cfg.provider == "static" and not records.address_versions(stack, host):
+                yield where, (f"{fqdn} is served by host {host!r}, whose address {cfg.address!r} is not an IP address; "
+                              "an A/AAAA record needs one: give the host's public IP as address (ssh_address may stay a name)")
+    yield from _record_clashes(stack)
+
+
+def _shared_zone_message(stack: Stack, name: str) -> str:
+    return (f"{name!r} has no {{suffix}}: outpost:dns.create_zone is false, so the zone {stack.dns.zone} is shared "
+            f"with another stack, and without the suffix ({stack.suffix!r}) this stack's record would take over "
+            "that stack's name; write it like app{suffix}")
+
+
+def _record_clashes(stack: Stack) -> Iterator[Problem]:
+    """Two sources for one (name, type); a CNAME beside anything else; one TTL per extra set."""
+    by_key: dict[tuple[str, str], records.RecordSet] = {}
+    by_name: dict[str, list[records.RecordSet]] = defaultdict(list)
+    reported: set[tuple[str, str]] = set()
+    for rs in records.record_sets(stack):
+        first = by_key.setdefault((rs.name, rs.type), rs)
+        if first is not rs:
+            if (rs.origins[0], first.origins[0]) not in reported:  # once, not once per A and AAAA
+                reported.add((rs.origins[0], first.origins[0]))
+                yield _origin_key(rs), (f"{rs.fqdn(stack.dns.zone)} already gets {rs.type} records from "
+                                        f"outpost:{first.origins[0]}; one name, one source: rename one of them")
+            continue
+        others = by_name[rs.name]
+        if others and "CNAME" in {rs.type} | {o.type for o in others}:
+            yield _origin_key(rs), (f"{rs.fqdn(stack.dns.zone)} has a CNAME (outpost:{_cname_origin(others + [rs])}), "
+                                    "which cannot stand beside other records of the same name")
+        others.append(rs)
+        if len(rs.origins) > 1 and rs.origins[0].startswith("dns.records["):
+            indexes = [int(o[len("dns.records["):-1]) for o in rs.origins]
+            ttls = [stack.dns.records[i].ttl for i in indexes]
+            for i, ttl in zip(indexes[1:], ttls[1:]):
+                if ttl != ttls[0]:
+                    yield f"dns.records[{i}].ttl", (f"differs from {rs.origins[0]}'s: records with the same name and "
+                                                     "type form one record set with one TTL")
+
+
+def _origin_key(rs: records.RecordSet) -> str:
+    origin = rs.origins[0]
+    return f"{origin}.name" if origin.startswith("dns.records[") else origin
+
+
+def _cname_origin(sets: list[records.RecordSet]) -> str:
+    return next(rs.origins[0] for rs in sets if rs.type == "CNAME")
 
 
 def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:

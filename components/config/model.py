@@ -248,9 +248,9 @@ class Proxy(Strict):
 
 
 class DnsRecord(Strict):
-    name: Line
+    name: Line                              # relative to the zone, "@" for its apex; {suffix} expanded
     type: Literal["A", "AAAA", "CNAME", "TXT", "MX", "CAA", "SRV", "NS"]
-    value: Line
+    value: Line                             # {suffix} expanded
     ttl: int | None = Field(default=None, ge=60)
 
 
@@ -260,6 +260,9 @@ class Dns(Strict):
     token: SecretName | None = None         # tls: acme-dns: secret holding a Hetzner API token for DNS-01
     ttl: int = Field(default=300, ge=60)
     records: list[DnsRecord] = []
+    # true: this stack creates (and owns) the zone; false: the zone exists already (another stack's,
+    # e.g. prod's, or made by hand) and this stack only writes its own record sets into it.
+    create_zone: bool = True
 
 
 class GeoHealth(Strict):
@@ -349,3 +352,7 @@ class Stack(Strict):
         holding = [d for d in (self.dns, self.geodns)
                    if d is not None and (bare == d.zone or bare.endswith("." + d.zone))]
         return max(holding, key=lambda d: len(d.zone), default=None)
+
+    def with_suffix(self, text: str) -> str:
+        """TEXT (a route hostname, a record name or value) with `{suffix}` replaced."""
+        return text.replace("{suffix}", self.suffix)

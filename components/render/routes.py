@@ -14,7 +14,7 @@ from .proxy import (CERT_FILE_MODES, MAIN_CONFIG, TLS_DIR, ProxySpec, Route, Ups
 
 
 def route_host(stack: Stack, host: str) -> str:
-    return host.replace("{suffix}", stack.suffix)
+    return stack.with_suffix(host)
 
 
 def upstream(stack: Stack, service: str) -> Upstream:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pulumi  # noqa: E402
 from pulumi.dynamic.dynamic import serialize_provider  # noqa: E402
 from pulumi.output import Unknown  # noqa: E402
-from pulumi.runtime.mocks import MockMonitor  # noqa: E402
 
 from components import geodns  # noqa: E402
+from components.program import install_mocks  # noqa: E402
 from components.geodns import (  # noqa: E402
     CONTINENT_POINTS,
     GeoDNSError,
@@ -456,30 +456,9 @@ def test_serialized_provider_holds_no_token() -> None:
 # Component under mocks
 
 
-class _RecordingMonitor(MockMonitor):
-    """The mock monitor, keeping every RegisterResource request for assertions."""
-
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
-        super().__init__(mocks)
-        self.requests: list[Any] = []
-
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        self.requests.append(request)
-        return super().RegisterResource(request)
-
-
-class _EchoMocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, None]:
-        return {}, None
-
-
 @pulumi.runtime.test
 def test_georecord_registers_child_with_secret_token_and_parent() -> Any:
-    monitor = _RecordingMonitor(_EchoMocks())
-    pulumi.runtime.set_mocks(_EchoMocks(), preview=False, monitor=monitor)
+    monitor = install_mocks()
     record = GeoRecord("apex", GeoRecordArgs(
         provider="gcore", token=TOKEN, zone=ZONE, name="@",
         pools={"eu": [EU], "default": [AU]}, rules={"eu": ["EU"]}, default_pool="default",
@@ -491,13 +470,14 @@ def test_georecord_registers_child_with_secret_token_and_parent() -> Any:
 
     def verify(values: list[Any]) -> None:
         component_urn, child_urn, fqdn, secret = values
-        by_name = {r.name: r for r in monitor.requests}
-        parent_req, child_req = by_name["apex"], by_name["apex-record"]
-        assert parent_req.type == "outpost:dns:GeoRecord" and not parent_req.custom
-        assert child_req.custom and child_req.type == "pulumi-python:dynamic/outpost:GeoRecordSet"
-        assert child_req.parent == component_urn
+        by_name = monitor.by_name()
+        parent, child = by_name["apex"], by_name["apex-record"]
+        assert parent.type == "outpost:dns:GeoRecord" and not parent.custom
+        assert child.custom and child.type == "pulumi-python:dynamic/outpost:GeoRecordSet"
+        assert child.parent == component_urn
         assert "outpost:dns:GeoRecord$pulumi-python:dynamic/outpost:GeoRecordSet::apex-record" in child_urn
-        assert list(child_req.additionalSecretOutputs) == ["token"]
+        assert child.additional_secret_outputs == ["token"]
+        assert "token" in child.secret_inputs and child.inputs["token"] == TOKEN
         assert fqdn == ZONE and secret is True
 
     return pulumi.Output.all(

@@ -5,17 +5,26 @@ from __future__ import annotations
 import functools
 import json
 
-from components.program import Registered, run_program, stack_config
+from components.program import Invoked, RecordingMonitor, Registered, record_program, stack_config
 
 
 @functools.lru_cache(maxsize=None)
-def _registered(stack: str, overrides_json: str) -> tuple[Registered, ...]:
-    return tuple(run_program(stack, stack_config(stack, json.loads(overrides_json))))
+def _recorded(stack: str, overrides_json: str) -> RecordingMonitor:
+    return record_program(stack, stack_config(stack, json.loads(overrides_json)))
+
+
+def _key(overrides: dict | None) -> str:
+    return json.dumps(overrides or {}, sort_keys=True)
 
 
 def registered(stack: str, overrides: dict | None = None) -> list[Registered]:
     """Every resource the program registers for STACK (config overrides: key → value)."""
-    return list(_registered(stack, json.dumps(overrides or {}, sort_keys=True)))
+    return list(_recorded(stack, _key(overrides)).registered)
+
+
+def invoked(stack: str, overrides: dict | None = None) -> list[Invoked]:
+    """Every provider function (lookup) the program calls for STACK."""
+    return list(_recorded(stack, _key(overrides)).invoked)
 
 
 def of_type(resources: list[Registered], type_: str) -> list[Registered]:

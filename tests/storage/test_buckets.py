@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pulumi  # noqa: E402
 from pulumi.dynamic.dynamic import serialize_provider  # noqa: E402
-from pulumi.runtime.mocks import MockMonitor  # noqa: E402
 
 from components import buckets  # noqa: E402
+from components.program import install_mocks  # noqa: E402
 from components.buckets import (  # noqa: E402
     Bucket,
     BucketArgs,
@@ -468,36 +468,9 @@ def test_provider_survives_pulumi_serialization() -> None:
     assert isinstance(restored, BucketProvider)
 
 
-class RecordingMonitor(MockMonitor):
-    """The mock monitor, keeping every RegisterResource request for assertions."""
-
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
-        super().__init__(mocks)
-        self.requests: list[Any] = []
-
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        self.requests.append(request)
-        return super().RegisterResource(request)
-
-
-class EchoMocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        return (args.inputs.get("bucket") or f"{args.name}-id"), dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, None]:
-        return {}, None
-
-
-monitor = RecordingMonitor(EchoMocks())
-
-
-def use_mocks() -> None:
-    pulumi.runtime.set_mocks(EchoMocks(), preview=False, monitor=monitor)
-
-
 @pulumi.runtime.test
 def test_bucket_component_registers_type_parent_protect_and_secrets() -> Any:
-    use_mocks()
+    monitor = install_mocks()
     component = Bucket(
         "backups",
         BucketArgs(
@@ -517,14 +490,15 @@ def test_bucket_component_registers_type_parent_protect_and_secrets() -> Any:
         component_urn, child_urn, name, endpoint = values
         assert name == "outpost-backups"
         assert endpoint == "https://hel1.your-objectstorage.com"
-        by_name = {r.name: r for r in monitor.requests}
-        parent_req, child_req = by_name["backups"], by_name["backups-bucket"]
-        assert parent_req.type == "outpost:storage:Bucket" and not parent_req.custom
-        assert child_req.custom and child_req.type == "pulumi-python:dynamic/outpost:Bucket"
-        assert child_req.parent == component_urn
+        by_name = monitor.by_name()
+        parent, child = by_name["backups"], by_name["backups-bucket"]
+        assert parent.type == "outpost:storage:Bucket" and not parent.custom
+        assert child.custom and child.type == "pulumi-python:dynamic/outpost:Bucket"
+        assert child.parent == component_urn
         assert "outpost:storage:Bucket$pulumi-python:dynamic/outpost:Bucket::backups-bucket" in child_urn
-        assert child_req.protect is True
-        assert sorted(child_req.additionalSecretOutputs) == ["access_key", "secret_key"]
+        assert child.protect is True
+        assert sorted(child.additional_secret_outputs) == ["access_key", "secret_key"]
+        assert {"access_key", "secret_key"} <= child.secret_inputs
 
     return pulumi.Output.all(
         component.urn, component.resource.urn, component.bucket, component.endpoint
@@ -533,7 +507,7 @@ def test_bucket_component_registers_type_parent_protect_and_secrets() -> Any:
 
 @pulumi.runtime.test
 def test_bucket_component_credentials_are_secret() -> Any:
-    use_mocks()
+    monitor = install_mocks()
     component = Bucket(
         "creds",
         BucketArgs(bucket="outpost-creds", endpoint="https://s3.example.com", region="us-east-1",
@@ -549,7 +523,6 @@ def test_bucket_component_credentials_are_secret() -> Any:
 
     def check(flags: tuple[bool, bool, bool]) -> None:
         assert flags == (True, True, False)
-        req = next(r for r in monitor.requests if r.name == "creds-bucket")
-        assert not req.protect
+        assert not monitor.by_name()["creds-bucket"].protect
 
     return pulumi.Output.from_input(secret_flags()).apply(check)
