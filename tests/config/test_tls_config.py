@@ -1,7 +1,8 @@
 """The TLS part of the contract: which mode needs what, each mistake with its own message.
 
 Based on Pulumi.test.yaml (suffix "-test", routes kollektivkart-test.example.org and
-peerbook-test.example.org, outpost:dns holding example.org, tls: acme with Caddy).
+peerbook-test.example.org, outpost:dns holding example.org, tls: acme with Caddy), without its
+GeoDNS zone.
 """
 
 import copy
@@ -14,6 +15,11 @@ from components.render.routes import certificate_names
 from tests.conftest import ROOT
 
 BASE = yaml.safe_load((ROOT / "Pulumi.test.yaml").read_text())["config"]
+# Without its GeoDNS part (and the route in that zone), and owning its zone (so names need no
+# {suffix}): the cases below hold exactly the zones they name.
+BASE["outpost:dns"]["create_zone"] = True
+del BASE["outpost:geodns"]
+BASE["outpost:routes"] = [r for r in BASE["outpost:routes"] if ".geo." not in r["host"]]
 GEODNS = {"provider": "bunny", "token": "bunny_token", "zone": "linkedlist.org"}
 
 

@@ -26,12 +26,13 @@ TOKENS = {"hetzner_dns_token": "hetzner-token-value", "gcore_token": "gcore-toke
 
 
 def acme_dns(**proxy) -> dict:
-    """prod with tls: acme-dns; kollektivkart also answers eu.linkedlist.org, a GeoDNS (gcore) zone."""
+    """prod with tls: acme-dns; kollektivkart also answers eu.linkedlist.org, a GeoDNS (gcore) zone
+    that replaces prod's own (with the route prod has in it)."""
     return {
         "outpost:proxy": {"kind": "caddy", "tls": "acme-dns", "email": "ops@example.org", **proxy},
         "outpost:dns": {**PROD["outpost:dns"], "token": "hetzner_dns_token"},
         "outpost:geodns": {"provider": "gcore", "token": "gcore_token", "zone": "linkedlist.org"},
-        "outpost:routes": PROD["outpost:routes"] + [{"host": "eu.linkedlist.org", "service": "kollektivkart"}],
+        "outpost:routes": [r for r in PROD["outpost:routes"] if ".geo." not in r["host"]] + [{"host": "eu.linkedlist.org", "service": "kollektivkart"}],
         "outpost:secrets": {**PROD["outpost:secrets"], **{name: {"secure": "v1:x"} for name in TOKENS}},
     }
 
@@ -120,10 +121,11 @@ def test_a_wildcard_certificate_serves_every_hostname_it_covers():
 
 
 def test_internal_tls_signs_a_wildcard_too():
-    overrides = {"outpost:proxy": {"kind": "caddy", "tls": "internal", "wildcards": ["*.example.org"]}}
+    # prod's routes: two names under example.org, one under geo.example.org (two labels below).
+    overrides = {"outpost:proxy": {"kind": "caddy", "tls": "internal", "wildcards": ["*.example.org", "*.geo.example.org"]}}
     resources = registered("prod", overrides)
     leaves = by_name(resources, "tls:index/locallySignedCert:LocallySignedCert")
-    assert sorted(leaves) == ["tls-wildcard.example.org"]
-    [request] = of_type(resources, "tls:index/certRequest:CertRequest")
-    assert request.inputs["dnsNames"] == ["*.example.org"]
+    assert sorted(leaves) == ["tls-wildcard.example.org", "tls-wildcard.geo.example.org"]
+    requests = of_type(resources, "tls:index/certRequest:CertRequest")
+    assert sorted(r.inputs["dnsNames"][0] for r in requests) == ["*.example.org", "*.geo.example.org"]
     assert not of_type(resources, CERTIFICATE) and not of_type(resources, PROVIDER)
