@@ -16,7 +16,7 @@ are within 30 days of expiry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
@@ -45,6 +45,7 @@ class CertificatesArgs:
     stack: Stack
     hosts: list[str]                                   # route hostnames that need a certificate
     secrets: dict[str, pulumi.Output[str]]             # config secrets (tls: files, DNS tokens)
+    after: list[pulumi.Resource] = field(default_factory=list)  # acme-dns orders wait for these (the zone)
 
 
 def resource_label(name: str) -> str:
@@ -129,5 +130,6 @@ class Certificates(pulumi.ComponentResource):
             cert = acme.Certificate(
                 f"{name}-{resource_label(cert_name)}", account_key_pem=account.account_key_pem,
                 common_name=cert_name, key_type="P256", min_days_remaining=ACME_MIN_DAYS_REMAINING,
-                dns_challenges=[dns_challenge(zone, args.secrets)], opts=with_server)
+                dns_challenges=[dns_challenge(zone, args.secrets)],
+                opts=pulumi.ResourceOptions.merge(with_server, pulumi.ResourceOptions(depends_on=args.after)))
             self._serve(hosts, chain(cert.certificate_pem, cert.issuer_pem), cert.private_key_pem)

@@ -66,9 +66,6 @@ class Outpost(pulumi.ComponentResource):
             placement[role] = hcloud.PlacementGroup(f"placement-{role}", name=f"{role}{stack.suffix}",
                                                     type="spread", opts=child).id
 
-        certificates = Certificates("tls", CertificatesArgs(
-            stack=stack, hosts=certificate_hosts(stack), secrets=dict(args.secrets)), opts=child)
-        secrets = {**args.secrets, **certificates.values}
 
         self.buckets = {
             name: Bucket(f"bucket-{name}", BucketArgs(
@@ -95,6 +92,12 @@ class Outpost(pulumi.ComponentResource):
             stack=stack, addresses={n: {4: h.public_ipv4, 6: h.public_ipv6} for n, h in self.hosts.items()},
             geodns_token=args.secrets[stack.geodns.token] if stack.geodns else None,
         ), opts=child) if stack.dns or stack.geodns else None
+
+        # After the zone and its records: acme-dns answers DNS-01 in a zone this stack may create.
+        certificates = Certificates("tls", CertificatesArgs(
+            stack=stack, hosts=certificate_hosts(stack), secrets=dict(args.secrets),
+            after=[self.dns] if self.dns else []), opts=child)
+        secrets = {**args.secrets, **certificates.values}
 
         # Values only known once resources exist, filled into manifests like secrets.
         secrets.update(MeshKeys("wireguard", stack, opts=child).values)

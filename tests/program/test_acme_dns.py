@@ -54,6 +54,9 @@ def test_one_certificate_per_route_hostname_through_the_zone_holders_provider():
     assert hetzner == {"provider": "hetzner", "config": {"HETZNER_API_TOKEN": "<secret:hetzner_dns_token>"}}
     gcore = certs["tls-eu.linkedlist.org"].inputs["dnsChallenges"][0]
     assert gcore == {"provider": "gcore", "config": {"GCORE_PERMANENT_API_TOKEN": "<secret:gcore_token>"}}
+    # prod creates its zone in the same `pulumi up`: no order is placed before the zone exists.
+    [zone] = of_type(resources, "hcloud:index/zone:Zone")
+    assert all(zone.urn in cert.depends_on for cert in certs.values())
 
 
 def test_the_account_and_every_certificate_use_one_acme_server_and_account():
