@@ -39,7 +39,7 @@ import shlex
 
 from ..config.model import Backup, Bucket, Stack
 from .manifest import File, Manifest, Unit, secret_ref
-from .services import checked_path, exec_line, exec_word, single_line, unit_text
+from .systemd import checked_path, exec_line, exec_word, single_line, unit_text
 
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR = "/etc/outpost/backup"

@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +49,8 @@ import jinja2
 from ..config.model import Service, Stack
 from .base import AGENT_PATH
 from .manifest import File, Manifest, Unit, User, secret_ref
+from .systemd import (checked_path, env_assignment, exec_line, exec_word, seconds, single_line, specifiers,
+                      split_command, unit_text)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TEMPLATES = REPO / "files" / "templates" / "services"
@@ -74,12 +75,6 @@ RESERVED_NAMES = frozenset({
     "network", "network-online", "unattended-upgrades", "apt-daily", "wg-quick", "restic", "init",
 })
 RESERVED_PREFIXES = ("systemd-", "outpost-", "user-", "podman-")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-# A command-line word that needs no quotes in a unit file.
-PLAIN_WORD_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|sec|min|s|m|h|d|w)\s*")
-SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400,
-           "w": 604800}
 
 # Process services: every sandbox setting that doesn't get in the way of a network daemon.
 HARDENING = [
@@ -113,88 +108,6 @@ HARDENING = [
     "SystemCallFilter=~@privileged @resources",
     "SystemCallErrorNumber=EPERM",
 ]
-
-
-# --- escaping -----------------------------------------------------------------------------------
-
-def single_line(value: str, what: str) -> str:
-    """Refuse control characters (newline, CR, NUL, tab ...): nothing may start a new unit line."""
-    if not isinstance(value, str) or CONTROL_RE.search(value):
-        raise ValueError(f"{what}: {value!r} must be a single line without control characters")
-    return value
-
-
-def unit_text(value: str, what: str = "text") -> str:
-    """Free text in a setting systemd expands specifiers in (Description=): `%` → `%%`."""
-    return single_line(value, what).replace("%", "%%")
-
-
-def _specifiers(word: str, instance: bool) -> str:
-    """`%` → `%%`, except `%i` (the instance: a replica's port) in templated units."""
-    return re.sub(r"%(?!i)", "%%", word) if instance else word.replace("%", "%%")
-
-
-def exec_word(word: str, *, instance: bool = False, what: str = "command") -> str:
-    """One argument of an Exec line (ExecStart=, quadlet Exec=/Environment=), quoted per
-    systemd.service(5) "Command lines": specifiers and `$` escaped, quotes only when needed."""
-    single_line(word, what)
-    text = _specifiers(word, instance).replace("$", "$$")
-    if PLAIN_WORD_RE.fullmatch(word):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def exec_line(words: list[str], *, instance: bool = False, what: str = "command") -> str:
-    return " ".join(exec_word(w, instance=instance, what=what) for w in words)
-
-
-def split_command(command: str, what: str) -> list[str]:
-    single_line(command, what)
-    try:
-        words = shlex.split(command)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {command!r} cannot be split into words ({exc})") from None
-    if not words:
-        raise ValueError(f"{what}: empty command")
-    return words
-
-
-def env_assignment(key: str, value: str, *, instance: bool, on_command_line: bool) -> str:
-    """`"KEY=value"` for Environment=. systemd expands specifiers there; quadlet turns a
-    [Container] Environment= into `--env` on ExecStart, where `$` is expanded too."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-        raise ValueError(f"environment variable name {key!r} is not valid")
-    text = _specifiers(f"{key}={single_line(value, f'env {key}')}", instance)
-    if on_command_line:
-        text = text.replace("$", "$$")
-    if PLAIN_WORD_RE.fullmatch(f"{key}={value}"):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def checked_path(path: str, what: str) -> str:
-    """An absolute, normalized path without `..`, whitespace or quotes."""
-    single_line(path, what)
-    if not path.startswith("/") or os.path.normpath(path) != path or ".." in path.split("/") \
-            or not PLAIN_WORD_RE.fullmatch(path):
-        raise ValueError(f"{what}: {path!r} must be an absolute normalized path without '..', "
-                         "spaces or quotes")
-    return path
-
-
-def seconds(duration: str) -> float | int:
-    """A systemd duration ("2s", "500ms", "1min 30s") in seconds."""
-    pos, total = 0, 0.0
-    text = duration.strip()
-    while pos < len(text):
-        m = DURATION_PART_RE.match(text, pos)
-        if not m:
-            raise ValueError(f"duration {duration!r} is not like 2s, 500ms or 1min")
-        total += float(m.group(1)) * SECONDS[m.group(2)]
-        pos = m.end()
-    if total <= 0:
-        raise ValueError(f"duration {duration!r} must be longer than 0")
-    return int(total) if total == int(total) else round(total, 6)
 
 
 # --- templates ----------------------------------------------------------------------------------
@@ -467,7 +380,7 @@ def quadlet_text(stack: Stack, name: str, place: Place, *, image_unit: str, env_
         entrypoint=exec_word(c.entrypoint, what=f"services.{name}.container.entrypoint") if c.entrypoint else "",
         exec=exec_line(exec_words, instance=templated, what=f"services.{name}.container.command"),
         environment=container_environment(name, svc, templated), environment_files=env_files,
-        volumes=[_specifiers(single_line(v, f"services.{name}.container.volumes"), False) for v in c.volumes],
+        volumes=[specifiers(single_line(v, f"services.{name}.container.volumes"), False) for v in c.volumes],
         auto_update=c.auto_update if c.auto_update != "none" else "",
         stop_timeout=CONTAINER_STOP_TIMEOUT, tag_env=tag_env.path, oneshot=svc.is_job,
         limits=limit_lines(svc),

@@ -1,0 +1,99 @@
+"""Escaping for systemd unit files and quadlets, shared by every renderer that writes them.
+
+Values from the stack config end up in unit settings; these helpers make sure none of them can
+start a new line, smuggle in a specifier or `$` expansion, or break out of its quotes
+(systemd.service(5) "Command lines", systemd.unit(5) "Specifiers"). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# A command-line word that needs no quotes in a unit file.
+PLAIN_WORD_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|sec|min|s|m|h|d|w)\s*")
+SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400,
+           "w": 604800}
+
+
+def single_line(value: str, what: str) -> str:
+    """Refuse control characters (newline, CR, NUL, tab ...): nothing may start a new unit line."""
+    if not isinstance(value, str) or CONTROL_RE.search(value):
+        raise ValueError(f"{what}: {value!r} must be a single line without control characters")
+    return value
+
+
+def unit_text(value: str, what: str = "text") -> str:
+    """Free text in a setting systemd expands specifiers in (Description=): `%` → `%%`."""
+    return single_line(value, what).replace("%", "%%")
+
+
+def specifiers(word: str, instance: bool) -> str:
+    """`%` → `%%`, except `%i` (the instance: a replica's port) in templated units."""
+    return re.sub(r"%(?!i)", "%%", word) if instance else word.replace("%", "%%")
+
+
+def exec_word(word: str, *, instance: bool = False, what: str = "command") -> str:
+    """One argument of an Exec line (ExecStart=, quadlet Exec=/Environment=), quoted per
+    systemd.service(5) "Command lines": specifiers and `$` escaped, quotes only when needed."""
+    single_line(word, what)
+    text = specifiers(word, instance).replace("$", "$$")
+    if PLAIN_WORD_RE.fullmatch(word):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def exec_line(words: list[str], *, instance: bool = False, what: str = "command") -> str:
+    return " ".join(exec_word(w, instance=instance, what=what) for w in words)
+
+
+def split_command(command: str, what: str) -> list[str]:
+    single_line(command, what)
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {command!r} cannot be split into words ({exc})") from None
+    if not words:
+        raise ValueError(f"{what}: empty command")
+    return words
+
+
+def env_assignment(key: str, value: str, *, instance: bool, on_command_line: bool) -> str:
+    """`"KEY=value"` for Environment=. systemd expands specifiers there; quadlet turns a
+    [Container] Environment= into `--env` on ExecStart, where `$` is expanded too."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise ValueError(f"environment variable name {key!r} is not valid")
+    text = specifiers(f"{key}={single_line(value, f'env {key}')}", instance)
+    if on_command_line:
+        text = text.replace("$", "$$")
+    if PLAIN_WORD_RE.fullmatch(f"{key}={value}"):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def checked_path(path: str, what: str) -> str:
+    """An absolute, normalized path without `..`, whitespace or quotes."""
+    single_line(path, what)
+    if not path.startswith("/") or os.path.normpath(path) != path or ".." in path.split("/") \
+            or not PLAIN_WORD_RE.fullmatch(path):
+        raise ValueError(f"{what}: {path!r} must be an absolute normalized path without '..', "
+                         "spaces or quotes")
+    return path
+
+
+def seconds(duration: str) -> float | int:
+    """A systemd duration ("2s", "500ms", "1min 30s") in seconds."""
+    pos, total = 0, 0.0
+    text = duration.strip()
+    while pos < len(text):
+        m = DURATION_PART_RE.match(text, pos)
+        if not m:
+            raise ValueError(f"duration {duration!r} is not like 2s, 500ms or 1min")
+        total += float(m.group(1)) * SECONDS[m.group(2)]
+        pos = m.end()
+    if total <= 0:
+        raise ValueError(f"duration {duration!r} must be longer than 0")
+    return int(total) if total == int(total) else round(total, 6)
