@@ -15,6 +15,7 @@ from .manifest import Dir, File, Manifest
 from .proxy import proxy_packages
 
 FILES = Path(__file__).resolve().parent.parent.parent / "files"
+ADMIN_MARK = "outpost admin"   # GECOS of an admin user the bootstrap created (and destroy may delete)
 AGENT_PATH = "/usr/local/lib/outpost/outpost-apply.py"
 BASE_PACKAGES = ["python3", "sudo", "curl", "ca-certificates", "unattended-upgrades",
                  "systemd-timesyncd", "podman", "passt", "uidmap", "dbus-user-session"]
@@ -86,15 +87,30 @@ def unbootstrap_script(stack: Stack) -> str:
     """The bootstrap's `delete` (`pulumi destroy`): the admin user and its sudo rule go again.
 
     It runs after the base setup's removal, which restored the host's own sshd settings, so the
-    first-login user can connect again."""
+    first-login user can connect again. Only an admin the bootstrap created (its GECOS says so) is
+    deleted, never the user this runs as; the admin's last processes (its user manager outlives
+    the session by a moment) are waited for, then killed, so `userdel` finds none."""
     admin = shlex.quote(stack.admin.user)
+    mark = shlex.quote(ADMIN_MARK)
     return "\n".join([
         "set -eu",
         'if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; else SUDO=; fi',
         f"$SUDO rm -f /etc/sudoers.d/90-outpost-{admin}",
-        f"if id -u {admin} >/dev/null 2>&1; then $SUDO loginctl terminate-user {admin} 2>/dev/null || true; "
-        f"$SUDO userdel --remove {admin} 2>/dev/null || $SUDO userdel {admin}; fi",
-        f"echo 'outpost bootstrap: admin {stack.admin.user} removed'",
+        f'if [ "$(getent passwd {admin} | cut -d: -f5)" = {mark} ] && [ "$(id -un)" != {admin} ]; then',
+        f"  $SUDO loginctl terminate-user {admin} 2>/dev/null || true",
+        "  tries=0",
+        f"  while id -u {admin} >/dev/null 2>&1; do",
+        f"    $SUDO userdel --remove {admin} 2>/dev/null || true",
+        f"    id -u {admin} >/dev/null 2>&1 || break",
+        "    tries=$((tries + 1))",
+        f'    if [ "$tries" -ge 30 ]; then $SUDO userdel --remove {admin}; exit 1; fi',
+        f"    $SUDO pkill -KILL -u {admin} 2>/dev/null || true",
+        "    sleep 1",
+        "  done",
+        f"  echo 'outpost bootstrap: admin {stack.admin.user} removed'",
+        "else",
+        f"  echo 'outpost bootstrap: admin {stack.admin.user} kept (not created by outpost)'",
+        "fi",
     ]) + "\n"
 
 
@@ -111,7 +127,7 @@ def bootstrap_script(stack: Stack) -> str:
         "set -eu",
         'if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; else SUDO=; fi',
         "command -v sudo >/dev/null || $SUDO apt-get install -y -q sudo >/dev/null",
-        f"id -u {admin} >/dev/null 2>&1 || $SUDO useradd --create-home --shell /bin/bash {admin}",
+        f"id -u {admin} >/dev/null 2>&1 || $SUDO useradd --create-home --shell /bin/bash --comment {shlex.quote(ADMIN_MARK)} {admin}",
         f"$SUDO install -d -m 0700 -o {admin} -g {admin} /home/{admin}/.ssh",
         f"printf %s {keys} | $SUDO tee /home/{admin}/.ssh/authorized_keys >/dev/null",
         f"$SUDO chown {admin}:{admin} /home/{admin}/.ssh/authorized_keys",

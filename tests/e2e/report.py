@@ -16,7 +16,9 @@ _timings: list[tuple[str, float, str]] = []
 
 
 def record(scenario: str, seconds: float, note: str = "") -> None:
-    _timings.append((scenario, round(seconds, 1), note))
+    """One table row; NOTE is cut to one line of at most 160 characters (it may quote an error)."""
+    note = " ".join(note.split()).replace("|", "/")
+    _timings.append((scenario, round(seconds, 1), note[:157] + "..." if len(note) > 160 else note))
 
 
 def write(exitstatus: int) -> None:
