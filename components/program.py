@@ -226,8 +226,8 @@ def _no_cycle_collection() -> Iterator[None]:
     The SDK keeps every resource, Output and future of the run alive until it ends, so the
     collector's passes keep re-scanning a heap that only grows, freeing little: a quarter to a
     third of a 50- to 200-host run's CPU time. Reference counting still frees everything else;
-    what is left in cycles (a few MiB) is collected in one pass once the collector is back on,
-    and that pass is part of what `bench/eval_scale.py` measures."""
+    what is left in cycles is collected in one pass once the collector is back on, a pass that
+    `bench/eval_scale.py` counts. Peak memory measured the same with and without the pause."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
