@@ -1,15 +1,34 @@
 """How evaluating the program (config → render → resources under mocks) scales with stack size.
 
-For 1, 10, 50 and 200 hosts × 10 services each, runs the whole program in a fresh subprocess and
-prints wall seconds, peak memory (max RSS) and cost per host, with the ratio of per-host cost to
-the 10-host size (≈1.0 means linear growth). Target: 200 × 10 under 10 s.
+For 1, 10, 50 and 200 hosts × 10 services each, runs the whole program (`run_program`, as
+`make plan` and the program tests do) in a fresh subprocess per size and prints a table:
 
-    python bench/eval_scale.py [--sizes 1,10,50,200] [--json]
+    hosts, services, resources registered,
+    wall s      elapsed time of the run,
+    CPU s       CPU time of the run, all threads (the steadier number on a busy machine),
+    ms/res      CPU ms per registered resource,
+    growth      ms/res against the 10-host row (1.00 = linear; the 1-host row carries the
+                fixed start-up cost, so it is shown but is not the reference),
+    render s    CPU time of config validation + the render layer alone for that stack
+                (pure code, timed separately), to show how much of the run is ours,
+    peak MiB    maximum resident memory of the child process;
+
+then whether 200 × 10 meets the target: under 10 s (wall) with growth no worse than linear.
+Each timed run ends with `gc.collect()`, so collecting the garbage a run leaves behind is paid
+in the row that made it.
+
+    python bench/eval_scale.py [--sizes 1,10,50,200] [--repeat N] [--json]
+
+`--repeat N` runs each size N times and keeps the run with the least CPU time (the machine's
+other load only ever adds). Where the time goes inside the SDK is not something this script
+can see; profile one size with a sampling profiler, e.g.
+`py-spy record --gil -f raw -o out.txt -- python bench/eval_scale.py --child 200`.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import subprocess
@@ -19,9 +38,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0I4Ww4cUKzj8bGqL1TYtDfQ1ybB0fKzmKq5gqAqZ5o bench"
+SERVICES_PER_HOST = 10
+TARGET_HOSTS, TARGET_SECONDS = 200, 10.0
+MAX_GROWTH = 1.15            # ms/resource may vary this much against the 10-host row: noise
 
 
-def synthetic_config(hosts: int, services_per_host: int = 10) -> dict:
+def synthetic_config(hosts: int, services_per_host: int = SERVICES_PER_HOST) -> dict:
     """A stack of HOSTS hosts (half Hetzner, half static) each running SERVICES_PER_HOST services:
     two-replica containers, process services, socket-activated services and nightly jobs."""
     host_cfg, services, routes = {}, {}, []
@@ -60,49 +82,77 @@ def synthetic_config(hosts: int, services_per_host: int = 10) -> dict:
 
 
 def measure_one(hosts: int) -> dict:
-    """Runs in the child: evaluate once, report seconds, resources and peak RSS."""
+    """Runs in the child: evaluate once; then time validation + rendering alone."""
     sys.path.insert(0, str(ROOT))
+    from components.config import parse
     from components.program import run_program
+    from components.render import render_stack
     config = synthetic_config(hosts)
     config["outpost:secrets"] = {n: f"<secret:{n}>" for n in config["outpost:secrets"]}
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     registered = run_program("bench", config)
-    seconds = time.perf_counter() - start
+    gc.collect()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"hosts": hosts, "services": hosts * 10, "resources": len(registered),
-            "seconds": round(seconds, 3), "peak_mib": round(peak_mib, 1)}
+    render_cpu = time.process_time()
+    render_stack(parse(config, "bench"))
+    render_cpu = time.process_time() - render_cpu
+    return {"hosts": hosts, "services": hosts * SERVICES_PER_HOST, "resources": len(registered),
+            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "render_cpu_s": round(render_cpu, 3),
+            "peak_mib": round(peak_mib, 1)}
+
+
+def run_child(hosts: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(hosts)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["program evaluation (config → render → resources under mocks), one process per size",
+             f"{'hosts':>5} {'services':>8} {'resources':>9} {'wall s':>7} {'CPU s':>7} {'ms/res':>7} "
+             f"{'growth':>7} {'render s':>8} {'peak MiB':>8}"]
+    for r in rows:
+        lines.append(f"{r['hosts']:>5} {r['services']:>8} {r['resources']:>9} {r['wall_s']:>7.2f} "
+                     f"{r['cpu_s']:>7.2f} {r['ms_per_resource']:>7.2f} {r['growth']:>7.2f} "
+                     f"{r['render_cpu_s']:>8.2f} {r['peak_mib']:>8.1f}")
+    return lines
+
+
+def verdict(rows: list[dict]) -> str:
+    target = next((r for r in rows if r["hosts"] == TARGET_HOSTS), None)
+    if target is None:
+        return f"target not measured ({TARGET_HOSTS} hosts not among the sizes)"
+    linear = all(r["growth"] <= MAX_GROWTH for r in rows if r["hosts"] >= 10)
+    fast = target["wall_s"] < TARGET_SECONDS
+    met = "MET" if fast and linear else "NOT MET"
+    return (f"target {met}: {TARGET_HOSTS} hosts × {SERVICES_PER_HOST} services took {target['wall_s']:.2f} s "
+            f"wall / {target['cpu_s']:.2f} s CPU (target < {TARGET_SECONDS:.0f} s); growth per resource "
+            f"{'no worse than linear' if linear else 'WORSE than linear'} (≤ {MAX_GROWTH} vs the 10-host row)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1,10,50,200")
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(measure_one(args.child)))
         return 0
-    rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--child", str(size)], capture_output=True,
-                             text=True, check=True, cwd=ROOT)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = [min((run_child(size) for _ in range(max(args.repeat, 1))), key=lambda r: r["cpu_s"])
+            for size in (int(s) for s in args.sizes.split(","))]
+    for r in rows:
+        r["ms_per_resource"] = round(1000 * r["cpu_s"] / r["resources"], 2)
     base = next((r for r in rows if r["hosts"] == 10), rows[0])
-    base_per_host = base["seconds"] / base["hosts"]
     for r in rows:
-        r["ms_per_host"] = round(1000 * r["seconds"] / r["hosts"], 1)
-        r["per_host_vs_10"] = round((r["seconds"] / r["hosts"]) / base_per_host, 2)
+        r["growth"] = round(r["ms_per_resource"] / base["ms_per_resource"], 2)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"rows": rows, "verdict": verdict(rows)}, indent=2))
         return 0
-    print("program evaluation (config → render → resources under mocks)")
-    print(f"{'hosts':>6} {'services':>9} {'resources':>10} {'seconds':>8} {'peak MiB':>9} {'ms/host':>8} {'per-host vs 10':>15}")
-    for r in rows:
-        print(f"{r['hosts']:>6} {r['services']:>9} {r['resources']:>10} {r['seconds']:>8.2f} "
-              f"{r['peak_mib']:>9.1f} {r['ms_per_host']:>8.1f} {r['per_host_vs_10']:>15.2f}")
-    largest = rows[-1]
-    verdict = "meets" if largest["seconds"] < 10 else "MISSES"
-    print(f"{largest['hosts']} hosts × 10 services: {largest['seconds']:.2f} s ({verdict} the 10 s target)")
+    print("\n".join(table(rows)))
+    print(verdict(rows))
     return 0
 
 

@@ -15,7 +15,7 @@ import pulumi
 from pulumi_command import remote
 
 from .render.base import AGENT_PATH
-from .render.manifest import Manifest
+from .render.manifest import Manifest, encoded_digest
 
 COMMAND_TYPE = "command:remote:Command"
 
@@ -34,8 +34,9 @@ with tempfile.TemporaryDirectory() as tmp:
 """
 
 
-def token(manifest: Manifest) -> str:
-    return manifest.digest()[:20]
+def token(masked: str) -> str:
+    """The token for a manifest's masked encoding (`Manifest.encode()`)."""
+    return encoded_digest(masked)[:20]
 
 
 def create_command(manifest: Manifest, tok: str) -> str:
@@ -49,11 +50,13 @@ def delete_command(manifest: Manifest, tok: str) -> str:
     return shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove", manifest.name, tok])
 
 
-def stdin_for(manifest: Manifest, secrets: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str]:
-    """The manifest JSON with every `<secret:NAME>` filled in; a secret Output if any was."""
+def stdin_for(manifest: Manifest, masked: str,
+              secrets: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str]:
+    """The manifest JSON with every `<secret:NAME>` filled in; a secret Output if any was.
+    MASKED is `manifest.encode()`, which is stdin as it stands when no file holds a secret."""
     names = manifest.secrets
     if not names:
-        return manifest.encode()
+        return masked
     missing = [n for n in names if n not in secrets]
     if missing:
         raise ValueError(f"manifest {manifest.name} references unknown secrets {missing}")
@@ -64,13 +67,14 @@ def stdin_for(manifest: Manifest, secrets: Mapping[str, pulumi.Output[str]]) -> 
 def ship(name: str, manifest: Manifest, connection: remote.ConnectionArgs,
          secrets: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource,
          depends_on: Sequence[pulumi.Resource] = ()) -> remote.Command:
-    tok = token(manifest)
+    masked = manifest.encode()      # encoded once: the token's source and, without secrets, stdin
+    tok = token(masked)
     return remote.Command(
         name,
         connection=connection,
         create=create_command(manifest, tok),
         delete=delete_command(manifest, tok),
-        stdin=stdin_for(manifest, secrets),
+        stdin=stdin_for(manifest, masked, secrets),
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on),
                                     additional_secret_outputs=["stdin"]),

@@ -335,12 +335,36 @@ class Stack(Strict):
         return self.services[name].user or name
 
     def services_on(self, host: str) -> dict[str, Service]:
-        return {n: s for n, s in self.services.items() if host in s.hosts}
+        return {n: self.services[n] for n in self.service_names_by_host.get(host, ())}
+
+    @cached_property
+    def service_names_by_host(self) -> dict[str, tuple[str, ...]]:
+        """Host → the services that run on it, in config order (built once: every host asks)."""
+        index: dict[str, list[str]] = {}
+        for name, svc in self.services.items():
+            for host in dict.fromkeys(svc.hosts):
+                index.setdefault(host, []).append(name)
+        return {host: tuple(names) for host, names in index.items()}
+
+    @cached_property
+    def routes_by_host(self) -> dict[str, tuple[Route, ...]]:
+        """Host → the routes to services that run on it, in config order."""
+        index: dict[str, list[Route]] = {}
+        for route in self.routes:
+            svc = self.services.get(route.service)
+            for host in dict.fromkeys(svc.hosts if svc else ()):
+                index.setdefault(host, []).append(route)
+        return {host: tuple(routes) for host, routes in index.items()}
 
     @cached_property
     def routed(self) -> frozenset[str]:
         """Hosts that run a service some route points at: they serve 80/443."""
         return frozenset(h for r in self.routes if r.service in self.services for h in self.services[r.service].hosts)
+
+    @cached_property
+    def routed_services(self) -> frozenset[str]:
+        """Services some route points at."""
+        return frozenset(r.service for r in self.routes)
 
     def routed_hosts(self) -> frozenset[str]:
         return self.routed

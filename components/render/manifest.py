@@ -121,4 +121,9 @@ class Manifest:
 
     def digest(self) -> str:
         """sha256 of the masked manifest: equal exactly when the rendered plan is equal."""
-        return hashlib.sha256(self.encode().encode()).hexdigest()
+        return encoded_digest(self.encode())
+
+
+def encoded_digest(masked: str) -> str:
+    """`Manifest.digest` from the masked encoding, for callers that already hold it."""
+    return hashlib.sha256(masked.encode()).hexdigest()

@@ -30,7 +30,7 @@ def upstream(stack: Stack, service: str) -> Upstream:
 def proxy_spec(stack: Stack, host: str) -> ProxySpec | None:
     """The proxy HOST runs: every route whose service runs on HOST; None when it serves none."""
     routes = tuple(Route(host=route_host(stack, r.host), path=r.path, upstream=upstream(stack, r.service))
-                   for r in stack.routes if host in stack.services[r.service].hosts)
+                   for r in stack.routes_by_host.get(host, ()))
     if not routes:
         return None
     proxy = stack.proxy

@@ -240,7 +240,7 @@ def health_url(svc: Service, port: int | None) -> str | None:
 
 
 def is_routed(stack: Stack, name: str) -> bool:
-    return any(r.service == name for r in stack.routes)
+    return name in stack.routed_services
 
 
 def drain(stack: Stack, name: str, port: int) -> dict[str, str] | None:
