@@ -71,7 +71,7 @@ PACKAGES = [
     "passt", "slirp4netns", "uidmap", "dbus-user-session",
     "caddy", "haproxy", "nginx",
     "restic", "sqlite3", "unattended-upgrades", "wireguard-tools",
-    "iproute2", "e2fsprogs", "procps", "less",
+    "iproute2", "iputils-ping", "e2fsprogs", "procps", "less",
 ]
 
 # Runs inside the debootstrapped tree (chroot) with the package list as arguments.
