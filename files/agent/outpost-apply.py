@@ -947,14 +947,23 @@ class Agent:
             count += sum(self.forget_group(g) for g in m["restart"])
             self.daemon_reload(paths, wait=False)
             self.reload_host_units(m, units, paths)
-            count += len(self.remove_empty_dirs(state.get("created_dirs", [])))
             listed = {u["name"] for s in others for u in s["manifest"]["users"]}
             users = [u["name"] for u in m["users"] if u["name"] not in listed and self.delete_user(u["name"])]
             os.unlink(self.state_file(name))
+            if not others:
+                self.forget_host()
+            count += len(self.remove_empty_dirs(state.get("created_dirs", [])))
             line = (f"outpost {name}: removed {count} files and dirs, stopped {len(units)} units, "
                     f"deleted users: {', '.join(users) or 'none'}")
         print(line, flush=True)
         return line
+
+    def forget_host(self):
+        """The last manifest is gone: the agent's own state (its manifest and blue-green folders,
+        its lock) goes too, so the base setup's removal leaves no trace of outpost. The lock may
+        be unlinked while held: it only serializes agents that still have work here."""
+        self.remove_file(f"{STATE_DIR}/lock")
+        self.remove_empty_dirs([f"{STATE_DIR}/manifests", f"{STATE_DIR}/bluegreen", STATE_DIR])
 
     def reload_host_units(self, manifest, stopped, removed_paths):
         """Reload the host's own units whose settings a removed file changed (ssh.service after

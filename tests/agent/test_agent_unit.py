@@ -442,6 +442,7 @@ def test_remove_with_right_token_removes_everything(host):
     assert not (root / "etc/demo.conf").exists() and not (root / "srv/demo").exists()
     assert "demo.service" not in fake.active and "demo.service" not in fake.enabled
     assert not (root / "var/lib/outpost/manifests/svc-demo.json").exists()
+    assert not (root / "var/lib/outpost").exists(), "the last removal takes the agent's state along"
     assert agent.remove("svc-demo", "t9") == \
         "outpost svc-demo: nothing stored under this name, nothing to remove"
 
@@ -462,6 +463,16 @@ def test_remove_reloads_host_units_it_configured_and_never_stops_them(host):
     assert fake.commands("stop") == []
     assert fake.commands("try-reload-or-restart") == [["systemctl", "try-reload-or-restart", "ssh.service"]]
     assert "ssh.service" in fake.active
+
+
+def test_the_agent_state_stays_while_another_manifest_is_stored(host):
+    agent, _, root = host
+    apply(agent, unit_manifest(), token="t1")
+    apply(agent, manifest("other", files=[text_file("/etc/other.conf", "x\n")]), token="t2")
+    agent.remove("svc-demo", "t1")
+    assert (root / "var/lib/outpost/manifests/other.json").exists()
+    agent.remove("other", "t2")
+    assert not (root / "var/lib/outpost").exists()
 
 
 def test_main_prints_one_paragraph_error_and_exits_nonzero(oa, host, capsys, monkeypatch):

@@ -198,7 +198,7 @@ def test_destroy_leaves_nothing_behind(deployment):
     # The base setup's removal restored the host's own sshd settings: root may log in with its key.
     leftovers = deployment.vm.ssh(
         "ls /etc/systemd/system /etc/containers/systemd 2>/dev/null | grep -E '^(hello|wsgi|outpost)' ; "
-        "getent passwd hello admin ; ls /home ; ls /var/lib/outpost/manifests /etc/outpost/tls 2>/dev/null ; "
+        "getent passwd hello admin ; ls /home ; ls -d /var/lib/outpost /etc/outpost/tls 2>/dev/null ; "
         "ls /etc/sudoers.d | grep outpost ; podman ps -a --format '{{.Names}}' ; "
         "ls /usr/local/lib/outpost /etc/ssh/sshd_config.d/10-outpost.conf 2>/dev/null ; true").stdout.split()
     assert leftovers == [], leftovers
