@@ -69,7 +69,7 @@ def test_wireguard_mesh_passes_traffic(tmp_path):
         a, b = vms["a"], vms["b"]
         # Root logins are refused now; the admin logs in with the same key.
         a.user = b.user = "admin"
-        ping = a.ssh("ping -c 5 -i 0.5 -W 3 10.99.0.2", timeout=60).stdout.decode()
+        ping = a.ssh("sudo ping -c 5 -i 0.5 -W 3 10.99.0.2", timeout=60).stdout.decode()
         loss = re.search(r"(\d+)% packet loss", ping).group(1)
         rtt = re.search(r"= [\d.]+/([\d.]+)/", ping).group(1)
         assert loss == "0", ping
