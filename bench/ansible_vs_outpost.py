@@ -16,7 +16,8 @@ Pulumi CLI: the program under mocks (tests/e2e/realistic.py), its Commands execu
 by tests/e2e/engine.py as the engine and the command provider would; so its wall times leave out
 the Pulumi CLI's own start-up. Both tools use the stack's certificate and the same secrets.
 
-    python bench/ansible_vs_outpost.py [--clients 4] [--skip-eval] [--json FILE]
+    python bench/ansible_vs_outpost.py [--clients 4] [--skip-eval] [--json FILE] [--keep DIR]
+                                       [--tools outpost,ansible]
 """
 
 from __future__ import annotations
@@ -225,22 +226,31 @@ def ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}"
 
 
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
 def table(outpost: list[Phase], ansible: list[Phase], accel: str, evals: list[dict] | None) -> str:
+    """The comparison (a tool left out shows "-") and the program-evaluation rows."""
     titles = {"fresh": "fresh deploy", "no change": "re-apply, no change", "tag": "image tag 1→2 under load"}
+    ours_by, theirs_by = {p.name: p for p in outpost}, {p.name: p for p in ansible}
     lines = [f"outpost vs Ansible: bench/Pulumi.bench.yaml and bench/ansible/site.yml, one fresh VM "
              f"each (qemu {accel})", "",
              f"{'phase':<26} {'measure':<16} {'outpost':>9} {'Ansible':>9} {'outpost/Ansible':>16}"]
-    for ours, theirs in zip(outpost, ansible):
-        rows = [("wall seconds", ours.seconds, theirs.seconds, "{:.1f}"),
-                ("SSH connections", ours.connections, theirs.connections, "{}"),
-                ("SSH sessions", ours.sessions, theirs.sessions, "{}")]
-        if ours.sent is not None:
-            rows += [("requests sent", ours.sent, theirs.sent, "{}"),
-                     ("requests lost", ours.lost, theirs.lost, "{}")]
-        for i, (measure, a, b, fmt) in enumerate(rows):
-            lines.append(f"{titles[ours.name] if i == 0 else '':<26} {measure:<16} {fmt.format(a):>9} "
-                         f"{fmt.format(b):>9} {ratio(a, b):>16}")
-        lines.append(f"{'':<26} ran: outpost {ours.steps}; Ansible {theirs.steps}")
+    for name, title in titles.items():
+        ours, theirs = ours_by.get(name), theirs_by.get(name)
+        if ours is None and theirs is None:
+            continue
+        measures = [("wall seconds", "seconds", "{:.1f}"), ("SSH connections", "connections", "{}"),
+                    ("SSH sessions", "sessions", "{}")]
+        if name == "tag":
+            measures += [("requests sent", "sent", "{}"), ("requests lost", "lost", "{}")]
+        for i, (label, attr, fmt) in enumerate(measures):
+            a, b = getattr(ours, attr, None), getattr(theirs, attr, None)
+            lines.append(f"{title if i == 0 else '':<26} {label:<16} {_cell(a, fmt):>9} {_cell(b, fmt):>9} "
+                         f"{ratio(a, b):>16}")
+        ran = [f"{tool} {p.steps}" for tool, p in (("outpost", ours), ("Ansible", theirs)) if p]
+        lines.append(f"{'':<26} ran: {'; '.join(ran)}")
     if evals:
         lines += ["", "program evaluation (bench/eval_scale.py: config → render → resources under mocks)",
                   f"{'hosts':>6} {'services':>9} {'resources':>10} {'seconds':>8} {'peak MiB':>9} {'ms/host':>8}"]
@@ -256,21 +266,38 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="HTTPS clients during the tag change")
     parser.add_argument("--skip-eval", action="store_true", help="leave out bench/eval_scale.py")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR and keep it (ansible-playbook logs, inventories)")
+    parser.add_argument("--tools", default="outpost,ansible", help="which tools to measure (default: both)")
     args = parser.parse_args()
+    tools = set(args.tools.split(","))
+    if not tools <= {"outpost", "ansible"}:
+        parser.error(f"--tools: unknown {', '.join(sorted(tools - {'outpost', 'ansible'}))}")
 
     evals = None if args.skip_eval else eval_scale_rows()
-    with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            work = args.keep.resolve()
+            work.mkdir(parents=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="outpost-bench-")))
         (work / "outpost").mkdir()
         (work / "ansible").mkdir()
-        with VM.start(state_dir=work / "vm-outpost") as vm:
-            accel = vm.info.get("accel", "")
-            outpost, deployment = bench_outpost(vm, work / "outpost", args.clients)
-            ca_file = deployment.ca_file()
-            secrets = {"demo_token": DEMO_SECRETS["demo_token"], **stack_certificate(deployment)}
-            replicas = {str(p) for p in deployment.services["hello"]["replicas"]}
-        with VM.start(state_dir=work / "vm-ansible") as vm:
-            ansible = bench_ansible(vm, work / "ansible", args.clients, secrets, ca_file, replicas)
+        outpost = ansible = []
+        deployment = None
+        if "outpost" in tools:
+            with VM.start(state_dir=work / "vm-outpost") as vm:
+                accel = vm.info.get("accel", "")
+                outpost, deployment = bench_outpost(vm, work / "outpost", args.clients)
+        if "ansible" in tools:
+            with VM.start(state_dir=work / "vm-ansible") as vm:
+                accel = vm.info.get("accel", "")
+                if deployment is None:         # only the program's certificate is needed
+                    deployment = Deployment(vm, work / "outpost", stack="bench", project_dir=BENCH)
+                    deployment.program()
+                secrets = {"demo_token": DEMO_SECRETS["demo_token"], **stack_certificate(deployment)}
+                replicas = {str(p) for p in deployment.services["hello"]["replicas"]}
+                ansible = bench_ansible(vm, work / "ansible", args.clients, secrets, deployment.ca_file(), replicas)
     print(table(outpost, ansible, accel, evals))
     if args.json:
         args.json.write_text(json.dumps({"accel": accel, "outpost": [asdict(p) for p in outpost],

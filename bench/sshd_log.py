@@ -19,6 +19,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from tests.e2e.engine import DIAL_ERROR
+
 ACCEPTED = re.compile(r"^Accepted publickey for \S+ from \S+ port (\d+)\b")
 SESSION = re.compile(r"^Starting session: .* from \S+ port (\d+) id \d+")
 CURSOR = "-- cursor: "
@@ -62,8 +64,14 @@ class SshdLog:
         argv = self.vm.ssh_argv()
         argv[-1] = f"{self.user}@127.0.0.1"
         command = 'set -- $SSH_CONNECTION; echo "client-port $2"; sudo -n sh -c ' + shlex.quote(script)
-        result = subprocess.run([*argv, "--", command], capture_output=True, text=True, timeout=120,
-                                stdin=subprocess.DEVNULL)
+        # As the engine dials: a connection refused or reset before the session starts (sshd
+        # re-executing itself after a reload) is tried again.
+        for _ in range(10):
+            result = subprocess.run([*argv, "--", command], capture_output=True, text=True, timeout=120,
+                                    stdin=subprocess.DEVNULL)
+            if not (result.returncode == 255 and DIAL_ERROR.search(result.stderr)):
+                break
+            time.sleep(1)
         if result.returncode != 0:
             raise RuntimeError(f"reading the sshd log as {self.user} failed: {result.stderr.strip()}")
         first, *rest = result.stdout.splitlines()

@@ -46,3 +46,9 @@ def test_ratios_and_table():
     lost = next(l for l in text.splitlines() if "requests lost" in l)
     assert lost.split()[-3:] == ["0", "3", "0.00"]
     assert "    10       100        500     1.50" in text
+
+
+def test_a_tool_left_out_shows_a_dash():
+    text = table([Phase("fresh", 50.0, 6, 6, "6 commands")], [], "kvm", None)
+    row = next(l for l in text.splitlines() if "wall seconds" in l)
+    assert row.split()[-2:] == ["50.0", "-"] and "program evaluation" not in text
