@@ -42,8 +42,8 @@ vm: setup                     ## build (cached) and boot the local VM
 vm-stop:                      ## stop the local VM
 	$(PY) tools/vm.py stop --state-dir .vm
 
-bench: setup                  ## benchmarks (printed as tables)
-	$(PY) bench/eval_scale.py
+bench: setup                  ## benchmarks, as one table: outpost vs Ansible on local VMs, evaluation at scale
+	$(PY) bench/ansible_vs_outpost.py
 
 clean:
 	rm -rf .plan .pytest_cache

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs everything outpost's tests and local VM need: Debian packages (validators, qemu,
-# debootstrap, pebble) and the Python virtualenv with the pinned dependencies from pyproject.toml.
+# debootstrap, pebble) and the Python virtualenv with the pinned dependencies from pyproject.toml
+# (the test extra, and the bench extra: Ansible, which make bench measures outpost against).
 # Idempotent: re-running it when nothing changed installs nothing.
 set -eu
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing Python dependencies into .venv"
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
     echo "$want" > "$stamp"
 fi
 echo "setup: ok"

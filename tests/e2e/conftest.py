@@ -40,22 +40,24 @@ def vm(tmp_path_factory):
 
 
 class Deployment:
-    """The local stack pointed at the VM; `config` is edited by scenarios, `up()` applies it."""
+    """A stack (the local one unless told: Pulumi.STACK.yaml in PROJECT_DIR) pointed at the VM;
+    `config` is edited by scenarios, `up()` applies it."""
 
-    def __init__(self, vm: VM, workdir: Path):
+    def __init__(self, vm: VM, workdir: Path, stack: str = "local", project_dir: Path = ROOT):
         self.vm = vm
         self.workdir = workdir
+        self.stack = stack
         self.engine = Engine()
         self.mocks = RealisticMocks()
-        base = stack_config("local", secrets={**DEMO_SECRETS,
-                                              "deploy_key": Path(vm.private_key_path).read_text()})
+        base = stack_config(stack, secrets={**DEMO_SECRETS, "deploy_key": Path(vm.private_key_path).read_text()},
+                            project_dir=project_dir)
         base["outpost:hosts"]["vm"].update(address="127.0.0.1", port=vm.ssh_port, host_key=vm.host_key)
         base["outpost:admin"]["ssh_keys"] = [vm.public_key]
         self.config = base
         self.registered: list[Registered] = []
 
     def program(self) -> list[Registered]:
-        self.registered = run_program("local", copy.deepcopy(self.config), mocks=self.mocks)
+        self.registered = run_program(self.stack, copy.deepcopy(self.config), mocks=self.mocks)
         return self.registered
 
     def up(self):
