@@ -91,9 +91,10 @@ def under_load(vm: VM, ca_file: str, clients: int) -> Load:
     return Load(vm.https_port, HOST, "/", ca_file, clients=clients, max_seconds=900, pause=0.2)
 
 
-def measure(log: SshdLog, name: str, apply, load: Load | None = None) -> Phase:
+def measure(log: SshdLog, tool: str, name: str, apply, load: Load | None = None) -> Phase:
     """Run APPLY (which returns what it ran, in words) once, timed, its SSH use counted on the
-    VM's sshd log and, with LOAD, under that load."""
+    VM's sshd log and, with LOAD, under that load. Each phase is printed (stderr) as it ends, so
+    a run cut short still shows what it measured."""
     mark = log.mark()
     with load or contextlib.nullcontext():
         started = time.monotonic()
@@ -101,8 +102,10 @@ def measure(log: SshdLog, name: str, apply, load: Load | None = None) -> Phase:
         seconds = time.monotonic() - started
     log.user = ADMIN          # both tools made the admin user; root may not log in after a deploy
     count = log.count(mark)
-    return Phase(name, round(seconds, 1), count.connections, count.sessions, steps,
-                 load.result.sent if load else None, load.result.lost if load else None)
+    phase = Phase(name, round(seconds, 1), count.connections, count.sessions, steps,
+                  load.result.sent if load else None, load.result.lost if load else None)
+    print(f"bench: {tool} {json.dumps(asdict(phase))}", file=sys.stderr, flush=True)
+    return phase
 
 
 # -- outpost --------------------------------------------------------------------------------------
@@ -116,12 +119,12 @@ def bench_outpost(vm: VM, workdir: Path, clients: int) -> tuple[list[Phase], Dep
         steps = deployment.up()
         return f"{len(steps)} commands ({', '.join(s.name for s in steps) or 'none'})"
 
-    phases = [measure(log, "fresh", apply)]
+    phases = [measure(log, "outpost", "fresh", apply)]
     ca_file = deployment.ca_file()
     served(vm.https_port, ca_file, "1", replicas)
-    phases.append(measure(log, "no change", apply))
+    phases.append(measure(log, "outpost", "no change", apply))
     deployment.services["hello"]["container"]["tag"] = "2"
-    phases.append(measure(log, "tag", apply, under_load(vm, ca_file, clients)))
+    phases.append(measure(log, "outpost", "tag", apply, under_load(vm, ca_file, clients)))
     served(vm.https_port, ca_file, "2", replicas, timeout=60)
     return phases, deployment
 
@@ -197,13 +200,13 @@ def bench_ansible(vm: VM, workdir: Path, clients: int, secrets: dict[str, str], 
             return f"{recap['ok']} tasks, {recap['changed']} changed"
         return run
 
-    phases = [measure(log, "fresh", apply("-e", "ansible_user=root"))]
+    phases = [measure(log, "Ansible", "fresh", apply("-e", "ansible_user=root"))]
     served(vm.https_port, ca_file, "1", replicas)
-    phases.append(measure(log, "no change", apply()))
+    phases.append(measure(log, "Ansible", "no change", apply()))
     if recaps[-1]["changed"]:
         raise RuntimeError(f"the playbook is not idempotent: its second run changed something "
                            f"(see {workdir}/ansible-run-2.log)")
-    phases.append(measure(log, "tag", apply("-e", "hello_tag=2"), under_load(vm, ca_file, clients)))
+    phases.append(measure(log, "Ansible", "tag", apply("-e", "hello_tag=2"), under_load(vm, ca_file, clients)))
     served(vm.https_port, ca_file, "2", replicas, timeout=60)
     return phases
 
