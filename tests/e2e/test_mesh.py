@@ -77,7 +77,7 @@ def test_wireguard_mesh_passes_traffic(tmp_path):
         b.ssh("head -c 4000000 /dev/urandom > /tmp/blob && sha256sum /tmp/blob > /tmp/blob.sum && "
               "(timeout 120 python3 -m http.server --bind 10.99.0.2 8099 --directory /tmp >/dev/null 2>&1 &)")
         time.sleep(2)
-        got = a.ssh("curl -fsS -o /tmp/blob -w '%{size_download} %{speed_download}' http://10.99.0.2:8099/blob "
+        got = a.ssh("curl -fsS -o /tmp/blob -w '%{size_download} %{speed_download}\\n' http://10.99.0.2:8099/blob "
                     "&& sha256sum /tmp/blob", timeout=180).stdout.decode().split()
         size, speed, digest = int(got[0]), float(got[1]), got[2]
         assert size == 4000000

@@ -182,3 +182,36 @@ def test_wireguard_mesh_peers_every_member_with_program_made_keys():
     assert f"PrivateKey = {keys['wireguard-mesh-web1'].outputs['base64']}" in conf
     firewalls = {r.name: r for r in of_type(resources, FIREWALL)}
     assert any(rule["protocol"] == "udp" and rule["port"] == "51820" for rule in firewalls["web1-firewall"].inputs["rules"])
+
+
+def _mesh_configs(resources) -> dict[str, str]:
+    return {r.name[:-len("-net-mesh")]: json.loads(r.inputs["stdin"])["files"][0]["content"]
+            for r in of_type(resources, COMMAND) if r.name.endswith("-net-mesh")}
+
+
+def _peers(conf: str) -> list[str]:
+    return sorted(line.split("=", 1)[1].strip() for line in conf.splitlines() if line.startswith("AllowedIPs"))
+
+
+def test_wireguard_peers_follow_a_host_joining_and_leaving_the_mesh():
+    """vps1 leaves the mesh: the other members drop its peer, keep their own keys (same key
+    resources, same inputs: nothing regenerated) and vps1 gets no mesh command; a new static host
+    joins: every member gains its peer and it gets a key of its own."""
+    hosts = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["outpost:hosts"]
+    before = registered("prod")
+    assert _peers(_mesh_configs(before)["web1"]) == ["10.99.0.1/32", "10.99.0.3/32"]
+
+    left = {**hosts, "vps1": {k: v for k, v in hosts["vps1"].items() if k != "networks"}}
+    after = registered("prod", {"outpost:hosts": left})
+    confs = _mesh_configs(after)
+    assert sorted(confs) == ["web1", "web2"]
+    assert _peers(confs["web1"]) == ["10.99.0.3/32"] and _peers(confs["web2"]) == ["10.99.0.2/32"]
+    keys = lambda rs: {r.name: r.inputs for r in of_type(rs, "random:index/randomBytes:RandomBytes")}  # noqa: E731
+    assert keys(after) == {n: i for n, i in keys(before).items() if n != "wireguard-mesh-vps1"}
+
+    joined = {**hosts, "vps2": {**hosts["vps1"], "address": "198.51.100.20", "networks": {"mesh": "10.99.0.9"}}}
+    confs = _mesh_configs(registered("prod", {"outpost:hosts": joined}))
+    assert sorted(confs) == ["vps1", "vps2", "web1", "web2"]
+    for name, conf in confs.items():
+        assert ("AllowedIPs = 10.99.0.9/32" in conf) is (name != "vps2"), name
+    assert "Endpoint = 198.51.100.20:51820" in confs["web1"]
