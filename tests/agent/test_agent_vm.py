@@ -1,7 +1,7 @@
 """The on-host agent (files/agent/outpost-apply.py) against real systemd on the Debian 13 VM.
 
-Boots one VM for the module with tools/vm.py (state dir $OUTPOST_AGENT_VM_DIR, default
-/tmp/agent-vm; a VM already running there is reused and left running), copies the agent to
+Runs on the session's shared VM (tests/conftest.py: after tests/vm, before the validators; with
+OUTPOST_TEST_VM=<state dir> on a VM already running there), copies the agent to
 /usr/local/lib/outpost/outpost-apply.py over SSH and runs it exactly as the Command resources do:
 `sudo -n python3 ... apply NAME TOKEN` with the manifest on stdin, `... remove NAME TOKEN`.
 The tests build on each other in file order (apply, re-apply, change, drop, ..., remove), each
@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tools.vm import VM
 
 pytestmark = pytest.mark.e2e
 
 AGENT = Path(__file__).resolve().parents[2] / "files" / "agent" / "outpost-apply.py"
 AGENT_ON_HOST = "/usr/local/lib/outpost/outpost-apply.py"
-STATE_DIR = os.environ.get("OUTPOST_AGENT_VM_DIR", "/tmp/agent-vm")
 HEALTH = {"interval": 1, "timeout": 3, "retries": 30}
 
 WEB_PY = textwrap.dedent("""\
@@ -72,18 +69,10 @@ def token(doc):
 
 
 @pytest.fixture(scope="module")
-def vm():
-    machine = VM.attach(STATE_DIR)
-    started = machine is None
-    if started:
-        machine = VM.start(state_dir=STATE_DIR)
-    try:
-        machine.ssh(f"install -d -m 0755 /usr/local/lib/outpost && cat > {AGENT_ON_HOST}",
-                    input=AGENT.read_bytes())
-        yield machine
-    finally:
-        if started:
-            machine.stop()
+def vm(shared_vm):
+    shared_vm.ssh(f"install -d -m 0755 /usr/local/lib/outpost && cat > {AGENT_ON_HOST}",
+                  input=AGENT.read_bytes())
+    return shared_vm
 
 
 class Result:

@@ -148,20 +148,9 @@ GENERATOR = "/usr/lib/systemd/system-generators/podman-system-generator"
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory):
-    """A fresh VM for this module (or, with OUTPOST_TEST_VM=<state dir>, one already running)."""
-    from tools.vm import VM
-    running = os.environ.get("OUTPOST_TEST_VM")
-    if running:
-        machine = VM.attach(running)
-        assert machine is not None, f"OUTPOST_TEST_VM={running}: no VM runs from there"
-        yield machine
-        return
-    machine = VM.start(state_dir=tmp_path_factory.mktemp("vm"))
-    try:
-        yield machine
-    finally:
-        machine.stop()
+def vm(shared_vm):
+    """The session's shared VM (tests/conftest.py); these checks run last on it."""
+    return shared_vm
 
 
 def vm_run(vm, command: str, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

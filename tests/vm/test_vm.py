@@ -1,52 +1,24 @@
 """The local VM (tools/vm.py) boots the cached Debian 13 image and is what the e2e tests expect.
 
-Boots one VM for this module (building the image first if it is not cached), checks SSH with the
-pinned host key, the image's content, that `restrict=on` keeps the VM offline except for the guest
+Runs first on the session's shared VM (tests/conftest.py; the image is built first if it is not
+cached), checks SSH with the pinned host key, the image's content, that `restrict=on` keeps the VM offline except for the guest
 forward, and that rootless podman runs a container without any registry.
 """
 
 from __future__ import annotations
 
-import http.server
 import re
 import subprocess
-import threading
+import urllib.request
 
 import pytest
 
 from tools.vm import VM
 
-HOST_PAGE = b"hello from the host\n"
-
-
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(HOST_PAGE)))
-        self.end_headers()
-        self.wfile.write(HOST_PAGE)
-
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
-def host_page_port():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory, host_page_port):
-    machine = VM.start(state_dir=tmp_path_factory.mktemp("vm"), guestfwd_port=host_page_port)
-    try:
-        yield machine
-    finally:
-        machine.stop()
+def vm(shared_vm):
+    return shared_vm
 
 
 def text(result: subprocess.CompletedProcess) -> str:
@@ -114,8 +86,10 @@ def test_restrict_keeps_the_vm_offline_except_the_guest_forward(vm, host_page_po
     host = run(vm, f"curl -sS -m 5 http://10.0.2.2:{host_page_port}/", check=False, timeout=60)
     assert host.returncode != 0, host.stdout
     # Every connection is forwarded, not only the first (restic and litestream open many).
+    page = urllib.request.urlopen(f"http://127.0.0.1:{host_page_port}/", timeout=10).read()
+    assert page
     for _ in range(3):
-        assert run(vm, "curl -sS -m 10 http://10.0.2.100:9000/", timeout=60).stdout == HOST_PAGE
+        assert run(vm, "curl -sS -m 10 http://10.0.2.100:9000/", timeout=60).stdout == page
 
 
 # Rootless podman in this image is proven by tests/e2e/test_local_stack.py, which builds the demo
