@@ -18,13 +18,14 @@ class LoadResult:
     ok: int = 0
     failures: Counter = field(default_factory=Counter)
     bodies: Counter = field(default_factory=Counter)
+    slowest: float = 0.0  # seconds, the longest answered request (a proxy may hold one while replicas restart)
 
     @property
     def lost(self) -> int:
         return self.sent - self.ok
 
 
-def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 10.0) -> tuple[int, str]:
+def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 30.0) -> tuple[int, str]:
     """One request through the proxy as a browser would send it (SNI and Host = HOST), verified
     against the stack's CA."""
     context = ssl.create_default_context(cafile=ca_file)
@@ -44,7 +45,7 @@ class Load:
     """`with Load(...) as load: ...` runs CLIENTS loops until the block ends (or MAX_SECONDS /
     MAX_REQUESTS), then `load.result` holds what was sent and what failed."""
 
-    def __init__(self, port: int, host: str, path: str, ca_file: str, clients: int = 20,
+    def __init__(self, port: int, host: str, path: str, ca_file: str, clients: int = 6,
                  max_seconds: float = 600, max_requests: int = 20000, pause: float = 0.1):
         self.args = (port, host, path, ca_file)
         self.clients, self.max_seconds, self.max_requests, self.pause = clients, max_seconds, max_requests, pause
@@ -65,10 +66,11 @@ class Load:
                 if self.result.sent >= self.max_requests:
                     break
                 self.result.sent += 1
+            started = time.monotonic()
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(host, port, timeout=10)
-                    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 10),
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 30),
                                                     server_hostname=host)
                 conn.request("GET", path, headers={"Host": host})
                 response = conn.getresponse()
@@ -82,6 +84,7 @@ class Load:
             with self._lock:
                 if outcome == "ok":
                     self.result.ok += 1
+                    self.result.slowest = max(self.result.slowest, time.monotonic() - started)
                     self.result.bodies[body.strip()[:80]] += 1
                 else:
                     self.result.failures[outcome] += 1

@@ -99,11 +99,12 @@ def test_second_apply_runs_nothing_and_the_agent_changes_nothing(deployment):
 def test_rolling_restart_under_load_loses_nothing(deployment):
     deployment.services["hello"]["container"]["tag"] = "2"
     started = time.monotonic()
-    with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), clients=20, max_seconds=900) as load:
+    with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), max_seconds=900) as load:
         steps = deployment.up()
     result = load.result
     record("rolling restart under load (tag 1 → 2)", time.monotonic() - started,
-           f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}")
+           f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}, "
+           f"slowest {result.slowest:.1f} s")
     print(f"rolling restart: {result.sent} requests, {result.lost} lost")
     assert [s.name for s in steps] == ["vm-svc-hello"], steps
     assert "restarted: hello-image(restart), hello(rolling)" in steps[0].stdout
@@ -178,11 +179,12 @@ def test_the_same_routes_behind_each_proxy_roll_without_loss(deployment, kind, t
 
     deployment.services["hello"]["container"]["tag"] = tag
     started = time.monotonic()
-    with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), clients=20, max_seconds=900) as load:
+    with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), max_seconds=900) as load:
         steps = deployment.up()
     result = load.result
     record(f"rolling restart behind {kind} under load (tag → {tag})", time.monotonic() - started,
-           f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}")
+           f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}, "
+           f"slowest {result.slowest:.1f} s")
     assert [s.name for s in steps] == ["vm-svc-hello"], steps
     assert "hello(rolling)" in steps[0].stdout
     assert result.sent > 20 and result.lost == 0, (result.failures, result.sent)
