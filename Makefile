@@ -14,7 +14,7 @@ up: setup                     ## boot the local VM and `pulumi up --stack local`
 test: setup                   ## every test layer: render, program, validators, end to end
 	$(PY) -m pytest -q -m "not mesh"
 
-test-mesh: setup              ## the WireGuard mesh between two VMs (not yet in make test)
+test-mesh: setup              ## the WireGuard mesh between two VMs (kept out of make test: CI time)
 	$(PY) -m pytest -q -m mesh
 
 test-fast: setup              ## everything but the VM-based end-to-end suite
