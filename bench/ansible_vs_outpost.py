@@ -43,6 +43,7 @@ PLAYBOOK = BENCH / "ansible" / "site.yml"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import eval_scale  # noqa: E402
 from bench.sshd_log import SshdLog  # noqa: E402
 from tests.e2e.conftest import DEMO_SECRETS, Deployment  # noqa: E402
 from tests.e2e.load import Load, https_get  # noqa: E402
@@ -212,8 +213,10 @@ def bench_ansible(vm: VM, workdir: Path, clients: int, secrets: dict[str, str], 
 
 
 # -- program evaluation at scale --------------------------------------------------------------------
-def eval_scale_rows() -> list[dict]:
-    out = subprocess.run([sys.executable, str(BENCH / "eval_scale.py"), "--json"], capture_output=True,
+def eval_scale_rows(sizes: str = "1,10,50,200") -> dict:
+    """bench/eval_scale.py --json: {"rows": [...], "verdict": "..."}."""
+    out = subprocess.run([sys.executable, str(BENCH / "eval_scale.py"), "--json", "--sizes", sizes],
+                         capture_output=True,
                          text=True, cwd=ROOT, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"bench/eval_scale.py --json exited {out.returncode}: {out.stderr.strip()[-2000:]}")
@@ -233,7 +236,7 @@ def _cell(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def table(outpost: list[Phase], ansible: list[Phase], accel: str, evals: list[dict] | None) -> str:
+def table(outpost: list[Phase], ansible: list[Phase], accel: str, evals: dict | None) -> str:
     """The comparison (a tool left out shows "-") and the program-evaluation rows."""
     titles = {"fresh": "fresh deploy", "no change": "re-apply, no change", "tag": "image tag 1→2 under load"}
     ours_by, theirs_by = {p.name: p for p in outpost}, {p.name: p for p in ansible}
@@ -255,12 +258,7 @@ def table(outpost: list[Phase], ansible: list[Phase], accel: str, evals: list[di
         ran = [f"{tool} {p.steps}" for tool, p in (("outpost", ours), ("Ansible", theirs)) if p]
         lines.append(f"{'':<26} ran: {'; '.join(ran)}")
     if evals:
-        lines += ["", "program evaluation (bench/eval_scale.py: config → render → resources under mocks)",
-                  f"{'hosts':>6} {'services':>9} {'resources':>10} {'seconds':>8} {'peak MiB':>9} {'ms/host':>8}"]
-        for r in evals:
-            lines.append(f"{r['hosts']:>6} {r.get('services', ''):>9} {r.get('resources', ''):>10} "
-                         f"{r['seconds']:>8.2f} {r.get('peak_mib', 0):>9.1f} "
-                         f"{1000 * r['seconds'] / r['hosts']:>8.1f}")
+        lines += ["", *eval_scale.table(evals["rows"]), evals["verdict"]]
     return "\n".join(lines)
 
 
@@ -301,11 +299,11 @@ def main() -> int:
                 secrets = {"demo_token": DEMO_SECRETS["demo_token"], **stack_certificate(deployment)}
                 replicas = {str(p) for p in deployment.services["hello"]["replicas"]}
                 ansible = bench_ansible(vm, work / "ansible", args.clients, secrets, deployment.ca_file(), replicas)
-    print(table(outpost, ansible, accel, evals))
-    if args.json:
+    if args.json:                      # first: the figures outlive any fault in the table
         args.json.write_text(json.dumps({"accel": accel, "outpost": [asdict(p) for p in outpost],
                                          "ansible": [asdict(p) for p in ansible], "eval_scale": evals},
                                         indent=2) + "\n")
+    print(table(outpost, ansible, accel, evals))
     return 0
 
 

@@ -1,7 +1,6 @@
-"""How `make bench` counts SSH use on the VM's sshd log (bench/sshd_log.py), and how it prints the
-outpost/Ansible ratios: the same parser for both tools, the log reader's own logins left out."""
+"""How `make bench` counts SSH use on the VM's sshd log (bench/sshd_log.py): the same parser for
+both tools, the log reader's own logins left out. (Its table: test_bench_table.py.)"""
 
-from bench.ansible_vs_outpost import Phase, ratio, table
 from bench.sshd_log import SshCount, count_lines
 
 # sshd -o LogLevel=VERBOSE, as journalctl -o cat prints it (OpenSSH 10, Debian 13).
@@ -32,23 +31,3 @@ def test_the_log_readers_own_logins_are_left_out():
 
 def test_refused_logins_and_closed_sessions_count_nothing():
     assert count_lines([l for l in LOG if "41004" in l or l.startswith("Close")], set()) == SshCount(0, 0)
-
-
-def test_ratios_and_table():
-    assert ratio(0, 0) == "=" and ratio(1, 0) == "n/a" and ratio(3, 12) == "0.25" and ratio(None, 1) == ""
-    ours = [Phase("fresh", 50.0, 6, 6, "6 commands"), Phase("no change", 1.0, 0, 0, "0 commands"),
-            Phase("tag", 20.0, 1, 1, "1 commands", sent=100, lost=0)]
-    theirs = [Phase("fresh", 100.0, 1, 80, "40 tasks"), Phase("no change", 20.0, 1, 30, "40 tasks"),
-              Phase("tag", 40.0, 1, 40, "40 tasks", sent=200, lost=3)]
-    text = table(ours, theirs, "tcg", [{"hosts": 10, "services": 100, "resources": 500, "seconds": 1.5,
-                                       "peak_mib": 100.0}])
-    assert "re-apply, no change" in text and "0.05" in text
-    lost = next(l for l in text.splitlines() if "requests lost" in l)
-    assert lost.split()[-3:] == ["0", "3", "0.00"]
-    assert "    10       100        500     1.50" in text
-
-
-def test_a_tool_left_out_shows_a_dash():
-    text = table([Phase("fresh", 50.0, 6, 6, "6 commands")], [], "kvm", None)
-    row = next(l for l in text.splitlines() if "wall seconds" in l)
-    assert row.split()[-2:] == ["50.0", "-"] and "program evaluation" not in text
