@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import jinja2
 import pytest
 import yaml
 
-from components.config import load_file
+from components.config import load_file, parse
+from components.render import render_stack
 from components.program import run_program, stack_config
 from tests.conftest import ROOT
 
@@ -121,3 +123,28 @@ def test_the_bench_pins_the_host_key_and_keeps_secrets_in_a_0600_file(tmp_path):
     assert stat.S_IMODE(playbook.secrets.stat().st_mode) == 0o600
     cfg = (ANSIBLE / "ansible.cfg").read_text()
     assert "host_key_checking = True" in cfg and "StrictHostKeyChecking=no" not in cfg
+
+
+def reverse_proxy_settings(caddyfile: str) -> list[str]:
+    """The directives of the first reverse_proxy block, through its transport's dial_timeout
+    (comments, `to` and `import` left out: the two templates list upstreams differently)."""
+    lines = []
+    for line in caddyfile.split("reverse_proxy {", 1)[1].splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "to ", "import ")):
+            lines.append(line)
+        if line.startswith("dial_timeout"):
+            return lines
+    raise AssertionError("no dial_timeout in the reverse_proxy block")
+
+
+def test_playbook_proxies_with_the_settings_outpost_renders():
+    """Same Caddy load balancing and health checks for both tools, so the requests each loses in
+    the rolling restart compare the tools and not two proxy configurations."""
+    manifests = render_stack(parse(stack_config("bench", project_dir=BENCH_STACK.parent), "bench"))["vm"]
+    ours = next(f.content for m in manifests for f in m.files if f.path == "/etc/caddy/Caddyfile")
+    variables = yaml.safe_load((ANSIBLE / "vars.yml").read_text())
+    theirs = jinja2.Template((ANSIBLE / "templates" / "Caddyfile.j2").read_text()).render(
+        ansible_managed="managed", **variables)
+    assert "lb_try_duration 15s" in reverse_proxy_settings(ours)
+    assert reverse_proxy_settings(theirs) == reverse_proxy_settings(ours)
