@@ -216,8 +216,7 @@ def bench_ansible(vm: VM, workdir: Path, clients: int, secrets: dict[str, str], 
 def eval_scale_rows(sizes: str = "1,10,50,200") -> dict:
     """bench/eval_scale.py --json: {"rows": [...], "verdict": "..."}."""
     out = subprocess.run([sys.executable, str(BENCH / "eval_scale.py"), "--json", "--sizes", sizes],
-                         capture_output=True,
-                         text=True, cwd=ROOT, timeout=1800)
+                         capture_output=True, text=True, cwd=ROOT, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"bench/eval_scale.py --json exited {out.returncode}: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout)
