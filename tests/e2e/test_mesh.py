@@ -74,10 +74,13 @@ def test_wireguard_mesh_passes_traffic(tmp_path):
         rtt = re.search(r"= [\d.]+/([\d.]+)/", ping).group(1)
         assert loss == "0", ping
 
+        # The server runs as its own unit (an SSH session's background child may not outlive it),
+        # and curl retries until it listens: no guessed sleep.
         b.ssh("head -c 4000000 /dev/urandom > /tmp/blob && sha256sum /tmp/blob > /tmp/blob.sum && "
-              "(timeout 120 python3 -m http.server --bind 10.99.0.2 8099 --directory /tmp >/dev/null 2>&1 &)")
-        time.sleep(2)
-        got = a.ssh("curl -fsS -o /tmp/blob -w '%{size_download} %{speed_download}\\n' http://10.99.0.2:8099/blob "
+              "sudo systemd-run --quiet --unit outpost-mesh-http -p RuntimeMaxSec=180 "
+              "python3 -m http.server --bind 10.99.0.2 8099 --directory /tmp")
+        got = a.ssh("curl -fsS --retry 30 --retry-delay 1 --retry-connrefused -o /tmp/blob "
+                    "-w '%{size_download} %{speed_download}\\n' http://10.99.0.2:8099/blob "
                     "&& sha256sum /tmp/blob", timeout=180).stdout.decode().split()
         size, speed, digest = int(got[0]), float(got[1]), got[2]
         assert size == 4000000
