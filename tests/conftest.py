@@ -45,42 +45,51 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: order within each rank is pytest's own
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(HOST_PAGE)))
-        self.end_headers()
-        self.wfile.write(HOST_PAGE)
+def serve_page(body: bytes, port: int = 0) -> http.server.ThreadingHTTPServer:
+    """Answer every GET on 127.0.0.1:PORT (0: a free port) with BODY, from a daemon thread."""
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 @pytest.fixture(scope="session")
-def host_page_port():
-    """A page on the host that only the VM's guest forward may reach (on an OUTPOST_TEST_VM, the
-    port it was started with: `tools/vm.py start --guestfwd-port N`, nothing listening on N)."""
+def running_vm():
+    """The VM already running in OUTPOST_TEST_VM=<state dir>, or None when that is not set."""
     from tools.vm import VM
     running = os.environ.get("OUTPOST_TEST_VM")
-    attached = VM.attach(running) if running else None
-    port = attached.guestfwd_port or 0 if attached else 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    if not running:
+        return None
+    machine = VM.attach(running)
+    assert machine is not None, f"OUTPOST_TEST_VM={running}: no VM runs from there"
+    return machine
+
+
+@pytest.fixture(scope="session")
+def host_page_port(running_vm):
+    """A page on the host that only the VM's guest forward may reach (on an OUTPOST_TEST_VM, the
+    port it was started with: `tools/vm.py start --guestfwd-port N`, nothing listening on N)."""
+    server = serve_page(HOST_PAGE, running_vm.guestfwd_port or 0 if running_vm else 0)
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
 
 
 @pytest.fixture(scope="session")
-def shared_vm(tmp_path_factory, host_page_port):
+def shared_vm(tmp_path_factory, host_page_port, running_vm):
     """One fresh VM from the cached image for the session (or the one OUTPOST_TEST_VM names)."""
     from tools.vm import VM
-    running = os.environ.get("OUTPOST_TEST_VM")
-    if running:
-        machine = VM.attach(running)
-        assert machine is not None, f"OUTPOST_TEST_VM={running}: no VM runs from there"
-        yield machine
+    if running_vm:
+        yield running_vm
         return
     machine = VM.start(state_dir=tmp_path_factory.mktemp("shared-vm"), guestfwd_port=host_page_port)
     try:

@@ -25,7 +25,6 @@ Needs `apt-get install pebble caddy` (tools/setup.sh).
 from __future__ import annotations
 
 import datetime
-import http.server
 import ipaddress
 import json
 import os
@@ -34,7 +33,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -51,7 +49,7 @@ from components.config import parse
 from components.render.manifest import SECRET_RE
 from components.render.proxy import MAIN_CONFIG, render_proxy
 from components.render.routes import proxy_spec
-from tests.conftest import ROOT
+from tests.conftest import ROOT, serve_page
 
 HOSTNAME = "hello-pebble.outpost.test"     # the route host below with suffix "-pebble"
 BACKEND_BODY = b"hello from the service behind caddy\n"
@@ -149,17 +147,6 @@ def render_caddy(ports: Ports, root: Path, ca_pem: str) -> Path:
     return caddyfile
 
 
-class Backend(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(BACKEND_BODY)))
-        self.end_headers()
-        self.wfile.write(BACKEND_BODY)
-
-    def log_message(self, *args):
-        pass
-
-
 def https_get(port: int, cadata: str, timeout: float = 5.0) -> tuple[bytes, bytes]:
     """GET / from 127.0.0.1:PORT as HOSTNAME (SNI and Host), trusting only CADATA.
     Returns (the peer's leaf certificate in DER, the raw HTTP response)."""
@@ -235,8 +222,7 @@ def test_caddy_obtains_a_certificate_from_pebble_and_serves_https_with_it(tmp_pa
     logs = [tmp_path / "challtestsrv.log", tmp_path / "pebble.log", tmp_path / "caddy.log"]
     deadline = time.monotonic() + DEADLINE
 
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", ports.backend), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    backend = serve_page(BACKEND_BODY, ports.backend)
     try:
         start(processes, ["pebble-challtestsrv", "-dns01", f"127.0.0.1:{ports.dns}", "-http01", "", "-https01", "",
                           "-tlsalpn01", "", "-management", f"127.0.0.1:{ports.dns_management}",
