@@ -5,11 +5,20 @@ OUT     ?= .plan/$(STACK)
 BASE    ?= origin/main
 # make diff options, e.g. DIFF_ARGS="--format markdown --max-chars 30000" (a PR comment)
 DIFF_ARGS ?=
+# The pinned Pulumi toolchain (PULUMI_VERSION and each plugin's version): one file, also read by
+# tools/engine/build.py.
+include tools/engine/versions.env
 
-.PHONY: up test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
+.PHONY: up down engine test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
 
 up: setup                     ## boot the local VM and `pulumi up --stack local` on it
-	tools/up-local.sh
+	$(PY) tools/local_stack.py up
+
+down: setup                   ## `pulumi destroy --stack local`, then stop the VM
+	$(PY) tools/local_stack.py down
+
+engine:                       ## Pulumi CLI v$(PULUMI_VERSION) and its plugins in .engine/bin (Go module proxy or Pulumi's installer; cached)
+	@python3 tools/engine/build.py
 
 test: setup                   ## every test layer: render, program, validators, end to end
 	$(PY) -m pytest -q -m "not mesh"
@@ -46,4 +55,4 @@ bench: setup                  ## benchmarks, as one table: outpost vs Ansible on
 	$(PY) bench/ansible_vs_outpost.py
 
 clean:
-	rm -rf .plan .pytest_cache
+	rm -rf .plan .pytest_cache .engine

@@ -8,6 +8,12 @@ engine and the command provider would: no Pulumi CLI, real SSH with the pinned h
   deleted (unless `delete_before_replace`), as the engine orders replacements.
 - Resources gone from the program are deleted, dependents before their dependencies.
 Every run opens exactly one SSH session, counted in `sessions`.
+
+Why this stands in for `pulumi up` here: the real CLI is built by `make engine`, but the Python
+language host and the command provider can't be had on this workplace's Go module proxy (every
+version asked is refused; `python3 tools/engine/build.py --check` lists them), and without them the
+engine can't run the program or its Commands. Once `.engine/bin` is complete, the suite should move
+to the real engine and this file go.
 """
 
 from __future__ import annotations
