@@ -123,7 +123,8 @@ def engine_complete() -> None:
     result = subprocess.run([sys.executable, str(ENGINE), "--check", "--quiet"], cwd=ROOT,
                             capture_output=True, text=True)
     if result.returncode != 0:
-        raise Failed(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "make engine failed")
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "make engine failed"
+        raise Failed(last.removeprefix("make engine: "))
 
 
 def pin_vm(state: Path) -> None:

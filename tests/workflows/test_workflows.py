@@ -74,3 +74,12 @@ def test_pr_workflow_posts_one_updated_comment():
     for stack in ("test", "prod"):
         assert stack in text
     assert "command: preview" in text and "diff: true" in text
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflows_run_the_pinned_cli(path):
+    """Every pulumi/actions step asks for the CLI make engine builds (tools/engine/versions.env)."""
+    from tools.engine.build import read_versions
+    wanted = read_versions()["PULUMI_VERSION"]
+    found = re.findall(r"pulumi-version:\s*([\d.]+)", path.read_text())
+    assert all(v == wanted for v in found), f"{path.name}: pulumi-version {found}, versions.env {wanted}"

@@ -215,13 +215,46 @@ def present(versions: dict) -> dict[str, str]:
 
 def explain(missing: dict[str, str], route: str) -> str:
     pieces = "; ".join(f"{name} ({why})" for name, why in missing.items())
-    return (f"make engine: the Pulumi toolchain is incomplete (route: {route}). Missing: {pieces}. "
+    return (f"make engine: the Pulumi toolchain is incomplete ({route}). Missing: {pieces}. "
             "pulumi up, preview and destroy need every one of them. To get them: on a machine with "
             "internet, `make engine ENGINE_ROUTE=installer` runs Pulumi's official installer and "
             "`pulumi plugin install` at the pinned versions (tools/engine/versions.env); or install the "
             "Pulumi CLI yourself (https://www.pulumi.com/docs/install/) and put each missing "
             "pulumi-resource-<name> on PATH or install it with `pulumi plugin install resource NAME "
             "VERSION --file BINARY`. make test-fast needs none of them.")
+
+
+def build(route: str, versions: dict, log) -> Path:
+    """Build (or reuse) the toolchain for ROUTE in the cache; returns its bin directory."""
+    build_dir = cache_home() / recipe_key(route)
+    if not (build_dir / "bin" / "pulumi").exists():
+        staging = build_dir.with_name(build_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "bin").mkdir(parents=True)
+        missing: dict[str, str] = {}
+        started = time.monotonic()
+        if route == "go":
+            go_route(versions, staging / "bin", missing, log)
+        else:
+            installer_route(versions, staging, staging / "bin", missing, log)
+        (staging / "missing.json").write_text(json.dumps(missing, indent=1, sort_keys=True))
+        (staging / "seconds").write_text(f"{time.monotonic() - started:.0f}\n")
+        shutil.rmtree(build_dir, ignore_errors=True)
+        staging.rename(build_dir)
+        for other in cache_home().glob("pulumi-*"):   # builds of older pins or recipes
+            if other != build_dir and not other.name.endswith(".partial"):
+                shutil.rmtree(other, ignore_errors=True)
+    return build_dir / "bin"
+
+
+def link(bin_dir: Path) -> None:
+    """.engine/bin → BIN_DIR, replaced atomically."""
+    LINK.parent.mkdir(exist_ok=True)
+    fresh = LINK.with_name("bin.new")
+    if fresh.is_symlink() or fresh.exists():
+        fresh.unlink()
+    fresh.symlink_to(bin_dir)
+    fresh.replace(LINK)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,47 +264,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
     versions = read_versions()
-    route = "installed"
-    missing: dict[str, str] = {}
+    how = "as built"
     try:
         if not args.check:
             route = choose_route()
-            build_dir = cache_home() / recipe_key(route)
-            bin_dir = build_dir / "bin"
-            notes = build_dir / "missing.json"
-            if not (bin_dir / "pulumi").exists():
-                staging = build_dir.with_name(build_dir.name + ".partial")
-                shutil.rmtree(staging, ignore_errors=True)
-                (staging / "bin").mkdir(parents=True)
-                builder = go_route if route == "go" else installer_route
-                started = time.monotonic()
-                if route == "go":
-                    builder(versions, staging / "bin", missing, log)
-                else:
-                    builder(versions, staging, staging / "bin", missing, log)
-                (staging / "missing.json").write_text(json.dumps(missing, indent=1, sort_keys=True))
-                (staging / "seconds").write_text(f"{time.monotonic() - started:.0f}\n")
-                shutil.rmtree(build_dir, ignore_errors=True)
-                staging.rename(build_dir)
-            missing = json.loads(notes.read_text())
-            LINK.parent.mkdir(exist_ok=True)
-            tmp_link = LINK.with_name("bin.new")
-            if tmp_link.is_symlink() or tmp_link.exists():
-                tmp_link.unlink()
-            tmp_link.symlink_to(bin_dir)
-            tmp_link.replace(LINK)
+            how = f"route: {route}"
+            link(build(route, versions, log))
     except EngineError as error:
         print(f"make engine: {error}", file=sys.stderr)
-        print(explain({"pulumi": str(error)}, route), file=sys.stderr)
+        print(explain({"pulumi": str(error)}, how), file=sys.stderr)
         return 1
+    notes = LINK.resolve().parent / "missing.json"
+    reasons = json.loads(notes.read_text()) if LINK.exists() and notes.is_file() else {}
     found = present(versions)
-    missing = {name: why for name, why in missing.items() if not found.get(name)}
-    missing.update({name: "not found" for name, where in found.items() if not where and name not in missing})
+    missing = {name: reasons.get(name, "not found") for name, where in found.items() if not where}
     if not args.quiet or missing:
         for name, where in found.items():
             print(f"  {name:32} {where or 'missing'}", file=sys.stderr)
     if missing:
-        print(explain(missing, route), file=sys.stderr)
+        print(explain(missing, how), file=sys.stderr)
         return 1
     return 0
 
