@@ -15,12 +15,15 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
     outpost-apply status                             list the stored manifests
 
 The manifest format and the exact behaviour are documented in docs/manifest.md of the outpost
-repository. Python 3 standard library only; every external command runs from an argv list,
+repository. Service users own their homes and are not trusted: every file operation walks its
+path from / with one directory fd per level (O_NOFOLLOW | O_DIRECTORY) and acts on those fds
+(dir_fd, fchown, fchmod), refusing symlinks and foreign-owned directories (see Agent.open_dir). Python 3 standard library only; every external command runs from an argv list,
 every wait is bounded, failures end in one paragraph on stderr and a non-zero exit.
 """
 
 import base64
 import contextlib
+import errno
 import fcntl
 import grp
 import hashlib
@@ -29,13 +32,13 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shlex
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -60,6 +63,9 @@ LOCK_WAIT = 1800          # another apply on this host may be in the middle of a
 USER_MANAGER_WAIT = 90    # loginctl enable-linger → user@UID.service and its bus are up
 SETTLE_CHECKS = 2          # rolling: proxy health-check intervals to wait between instances
 DRAIN_WAIT = 30           # haproxy: seconds to wait for a drained server's sessions to end
+MAX_SYMLINKS = 40         # root-made symlinks followed on one path (/lib -> usr/lib, ...)
+ANY_USER = -1            # open_dir: accept directories of any one non-root owner (rmdir only)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 COMMAND_TIMEOUT = 300
 APT_TIMEOUT = 1800
 
@@ -360,6 +366,74 @@ def haproxy_sessions(sock_path, backend, server):
 
 
 # ---------------------------------------------------------------------------------------------
+# Directory fds: the pieces the agent's file operations are built from
+
+class Dir:
+    """An open directory (fd for *at() calls), its host path, and the non-root uid that owns a
+    directory on the way to it (None: every directory on the path belongs to root)."""
+
+    def __init__(self, fd, path, user):
+        self.fd, self.path, self.user = fd, path, user
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Staged:
+    """A staging copy: the target's Dir, the staging dir's name and fd, and the path of the copy
+    (what a validate step's {staged:PATH} becomes)."""
+
+    def __init__(self, host_path, directory, stage_dir, stage_fd, path):
+        self.host_path, self.dir, self.stage_dir, self.stage_fd, self.path = \
+            host_path, directory, stage_dir, stage_fd, path
+
+
+def stage_name():
+    return f".outpost-stage-{secrets.token_hex(8)}"
+
+
+def open_at(dir_fd, name, shown, flags, mode=0o777):
+    """os.open relative to dir_fd; a symlink or a non-directory where one is expected is an
+    AgentError naming the host path."""
+    try:
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise AgentError(f"refusing {shown}: it is a symlink or not a directory") from None
+        if e.errno == errno.EEXIST:
+            raise AgentError(f"refusing {shown}: it appeared while the agent was creating it") from None
+        raise
+
+
+def only_root_writes(st):
+    """A directory whose entries only root can change (a symlink in it was made by root)."""
+    return st.st_uid == 0 and not st.st_mode & 0o002 and (st.st_gid == 0 or not st.st_mode & 0o020)
+
+
+def inside_home_of(uid, host_path):
+    try:
+        home = os.path.normpath(pwd.getpwuid(uid).pw_dir)
+    except KeyError:
+        return False
+    return home != "/" and (host_path == home or host_path.startswith(home + "/"))
+
+
+def uid_of(user):
+    try:
+        return pwd.getpwnam(user).pw_uid if user else None
+    except KeyError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
 # The agent: everything with side effects
 
 class Agent:
@@ -429,59 +503,184 @@ class Agent:
         except KeyError:
             raise AgentError(f"{what}: owner {owner}:{group} does not exist on this host") from None
 
-    def differs(self, host_path, data, mode, uid, gid):
+    # Every file operation below walks its path from the root one directory fd at a time
+    # (O_NOFOLLOW | O_DIRECTORY) and then acts on that fd (mkdir/open/rename/unlink with dir_fd,
+    # fchown, fchmod), never by path: a service user who owns its home can swap any directory
+    # there for a symlink at any moment, and root must not follow it (see open_dir).
+    def open_dir(self, host_dir, owner_uid=None, create=None, created=None):
+        """Open host_dir for *at() calls; return a Dir, or None when it is missing and create is
+        None. create=(uid, gid): missing directories are made (mkdir with dir_fd, opened
+        O_NOFOLLOW, then fchown/fchmod 0755) and their paths appended to `created`.
+
+        A symlink is followed only when root made it in a directory only root can write
+        (/lib -> usr/lib). A directory not owned by root is accepted only when it belongs to
+        owner_uid (the owner of the file being handled) or lies inside its owner's home, and all
+        such directories on the path belong to one user; anything else is an AgentError naming
+        the path, raised before anything there is touched."""
+        path = host_dir
+        for _ in range(MAX_SYMLINKS):
+            result = self._walk(path, owner_uid, create, created)
+            if not isinstance(result, str):
+                return result
+            path = result  # a trusted symlink: walk its target from the root again
+        raise AgentError(f"{host_dir}: too many levels of symlinks")
+
+    def _walk(self, host_dir, owner_uid, create, created):
+        fd = os.open(self.root or "/", DIR_FLAGS)
+        here, user, parent = "/", None, os.fstat(fd)
+        parts = [p for p in host_dir.split("/") if p]
         try:
-            st = os.lstat(self.path(host_path))
+            for i, name in enumerate(parts):
+                here = os.path.join(here, name)
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    if create is None:
+                        os.close(fd)
+                        return None
+                    nfd = self._make_dir(fd, name, here, create)
+                    created.append(here)
+                    self.log(f"created {here}/")
+                else:
+                    if stat.S_ISLNK(st.st_mode):
+                        if user is None and st.st_uid == 0 and only_root_writes(parent):
+                            target = os.readlink(name, dir_fd=fd)
+                            base = target if target.startswith("/") else os.path.join(os.path.dirname(here), target)
+                            return os.path.normpath(os.path.join(base, *parts[i + 1:]))
+                        raise AgentError(f"refusing {here}: it is a symlink (owned by uid {st.st_uid}); "
+                                         "the agent never follows a link a non-root user could have made")
+                    if not stat.S_ISDIR(st.st_mode):
+                        raise AgentError(f"refusing {here}: it is not a directory")
+                    nfd = open_at(fd, name, here, DIR_FLAGS)
+                os.close(fd)
+                fd, parent = nfd, os.fstat(nfd)
+                user = self.check_dir_owner(here, parent, user, owner_uid)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Dir(fd, host_dir, user)
+
+    @staticmethod
+    def _make_dir(fd, name, here, owner, mode=0o755):
+        """mkdir name in fd (root-only at first), open it without following links, fchown, fchmod."""
+        try:
+            os.mkdir(name, 0o700, dir_fd=fd)
+        except FileExistsError:
+            raise AgentError(f"refusing {here}: it appeared while the agent was creating it") from None
+        nfd = open_at(fd, name, here, DIR_FLAGS)
+        st = os.fstat(nfd)
+        if st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o077:
+            os.close(nfd)
+            raise AgentError(f"refusing {here}: it was replaced while the agent was creating it")
+        os.fchown(nfd, *owner)
+        os.fchmod(nfd, mode)
+        return nfd
+
+    @staticmethod
+    def check_dir_owner(here, st, user, owner_uid):
+        """The non-root owner seen on the path so far, or an AgentError for a foreign one."""
+        if st.st_uid == 0:
+            return user
+        if user in (None, st.st_uid) and (owner_uid in (st.st_uid, ANY_USER) or inside_home_of(st.st_uid, here)):
+            return st.st_uid
+        raise AgentError(f"refusing {here}: it belongs to uid {st.st_uid}, who neither owns what the "
+                         "agent is writing there nor has its home there")
+
+    def entry(self, host_path, owner_uid=None):
+        """(Dir of the parent or None, file name, lstat of the entry or None). A symlink in a
+        directory a non-root user owns is refused."""
+        d = self.open_dir(os.path.dirname(host_path), owner_uid)
+        name = os.path.basename(host_path)
+        if d is None:
+            return None, name, None
+        try:
+            st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
         except FileNotFoundError:
+            return d, name, None
+        except BaseException:
+            d.close()
+            raise
+        if stat.S_ISLNK(st.st_mode) and d.user is not None:
+            d.close()
+            raise AgentError(f"refusing {host_path}: it is a symlink in a directory uid {d.user} owns")
+        return d, name, st
+
+    def read_file(self, host_path, owner_uid=None):
+        """The bytes of a regular file (read without following links), or None."""
+        d, name, st = self.entry(host_path, owner_uid)
+        if d is None:
+            return None
+        with d:
+            if st is None or not stat.S_ISREG(st.st_mode):
+                return None
+            fd = open_at(d.fd, name, host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read()
+
+    def differs(self, host_path, data, mode, uid, gid):
+        d, name, st = self.entry(host_path, uid)
+        if d is None:
+            return True
+        d.close()
+        if st is None:
             return True
         if stat.S_ISDIR(st.st_mode):
             raise AgentError(f"{host_path} is a directory, but the manifest ships a file there")
         if not stat.S_ISREG(st.st_mode) or (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (mode, uid, gid) \
                 or st.st_size != len(data):
             return True
-        with open(self.path(host_path), "rb") as fh:
-            return fh.read() != data
+        return self.read_file(host_path, uid) != data
 
-    def make_parents(self, host_path, uid, gid, created):
-        """Create the missing parent directories of host_path (0755, owned like the file)."""
-        missing, parent = [], os.path.dirname(host_path)
-        while not os.path.isdir(self.path(parent)):
-            missing.append(parent)
-            parent = os.path.dirname(parent)
-        for d in reversed(missing):
-            os.mkdir(self.path(d), 0o755)
-            os.chown(self.path(d), uid, gid)
-            created.append(d)
-            self.log(f"created {d}/")
-
-    def stage(self, host_path, data, mode, uid, gid):
-        """Write data to a staging copy with the same file name beside host_path."""
-        stage_dir = tempfile.mkdtemp(prefix=".outpost-stage-", dir=os.path.dirname(self.path(host_path)))
-        staged = os.path.join(stage_dir, os.path.basename(host_path))
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chown(staged, uid, gid)
-        os.chmod(staged, mode)
-        return host_path, staged
+    def stage(self, host_path, data, mode, uid, gid, created=None):
+        """Write data to a staging copy with the same file name in a new root-only directory
+        beside host_path (its missing parents are created, owned like the file, and appended to
+        `created`); return a Staged whose `path` is what validate steps see."""
+        d = self.open_dir(os.path.dirname(host_path), uid, create=(uid, gid),
+                          created=created if created is not None else [])
+        stage_dir, name = stage_name(), os.path.basename(host_path)
+        try:
+            sfd = self._make_dir(d.fd, stage_dir, os.path.join(os.path.dirname(host_path), stage_dir),
+                                 (0, 0), 0o700)
+        except BaseException:
+            d.close()
+            raise
+        staged = Staged(host_path, d, stage_dir, sfd, self.path(os.path.join(d.path, stage_dir, name)))
+        try:
+            fd = open_at(sfd, name, staged.path,
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchown(fh.fileno(), uid, gid)
+                os.fchmod(fh.fileno(), mode)
+                os.fsync(fh.fileno())
+        except BaseException:
+            self.discard([staged])
+            raise
+        return staged
 
     def commit(self, staged):
-        host_path, staged_path = staged
-        os.rename(staged_path, self.path(host_path))
-        os.rmdir(os.path.dirname(staged_path))
+        """Rename the staged copy over its target, both named relative to directory fds."""
+        name = os.path.basename(staged.host_path)
+        os.rename(name, name, src_dir_fd=staged.stage_fd, dst_dir_fd=staged.dir.fd)
+        self.discard([staged])
 
     @staticmethod
     def discard(staged_list):
-        """Remove staging copies that were not committed (and their staging dirs)."""
-        for _, staged_path in staged_list:
-            try:
-                if os.path.lexists(staged_path):
-                    os.unlink(staged_path)
-                os.rmdir(os.path.dirname(staged_path))
-            except OSError:
-                pass
+        """Remove staging copies that were not committed and their staging dirs; close the fds."""
+        for s in staged_list:
+            if s.stage_fd is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.basename(s.host_path), dir_fd=s.stage_fd)
+            with contextlib.suppress(OSError):
+                mine = os.fstat(s.stage_fd)
+                now = os.stat(s.stage_dir, dir_fd=s.dir.fd, follow_symlinks=False)
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.rmdir(s.stage_dir, dir_fd=s.dir.fd)
+            os.close(s.stage_fd)
+            s.stage_fd = None
+            s.dir.close()
 
     def stage_files(self, files, created_dirs):
         """Stage every file whose content, mode or owner differs; return [(path, staged)]."""
@@ -491,8 +690,7 @@ class Agent:
                 data, mode = file_bytes(f), int(f["mode"], 8)
                 uid, gid = self.ids(f["owner"], f["group"], f["path"])
                 if self.differs(f["path"], data, mode, uid, gid):
-                    self.make_parents(f["path"], uid, gid, created_dirs)
-                    staged.append(self.stage(f["path"], data, mode, uid, gid))
+                    staged.append(self.stage(f["path"], data, mode, uid, gid, created_dirs))
         except BaseException:
             self.discard(staged)
             raise
@@ -500,7 +698,7 @@ class Agent:
 
     def validate(self, steps, staged):
         """Run every validate step against the staged copies; raise on the first failure."""
-        staged_of = dict(staged)
+        staged_of = {s.host_path: s.path for s in staged}
         for step in steps:
             argv = [STAGED_RE.sub(lambda m: staged_of.get(m.group(1), self.path(m.group(1))), a)
                     for a in step["argv"]]
@@ -509,28 +707,48 @@ class Agent:
                 raise AgentError(f"validation failed, no file was changed: `{shlex.join(step['argv'])}` "
                                  f"exited {code}: {one_line(output)}")
 
-    def remove_file(self, host_path):
-        try:
-            os.unlink(self.path(host_path))
-        except FileNotFoundError:
+    def remove_file(self, host_path, owner=None):
+        """Unlink host_path relative to its parent's fd; True when something was removed."""
+        d, name, st = self.entry(host_path, uid_of(owner))
+        if d is None:
             return False
+        with d:
+            if st is None:
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                raise AgentError(f"{host_path} is a directory, not the file outpost wrote there")
+            os.unlink(name, dir_fd=d.fd)
         self.log(f"removed {host_path}")
         return True
 
     def remove_empty_dirs(self, dirs):
-        """rmdir each dir that is empty, deepest first; return those removed."""
+        """rmdir each dir that is empty, deepest first (relative to its parent's fd); return
+        those removed or already gone."""
         removed = []
-        for d in sorted(set(dirs), key=lambda p: (-p.count("/"), p)):
-            try:
-                os.rmdir(self.path(d))
-            except FileNotFoundError:
-                removed.append(d)
-            except OSError:
+        for path in sorted(set(dirs), key=lambda p: (-p.count("/"), p)):
+            # only an empty directory goes, and never through a link: any one owner will do
+            d, name, st = self.entry(path, ANY_USER)
+            if d is None or st is None:
+                removed.append(path)
                 continue
-            else:
-                removed.append(d)
-                self.log(f"removed {d}/")
+            with d:
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                try:
+                    os.rmdir(name, dir_fd=d.fd)
+                except OSError:
+                    continue
+            removed.append(path)
+            self.log(f"removed {path}/")
         return removed
+
+    def check_paths(self, files):
+        """Walk the parent of every file (nothing created) so that a planted symlink or foreign
+        directory is refused before anything is touched."""
+        for f in files:
+            d, _, _ = self.entry(f["path"], uid_of(f.get("owner")))
+            if d is not None:
+                d.close()
 
     def unit_scope(self, host_path):
         """The systemd scope whose daemon-reload picks up host_path, or None."""
@@ -607,17 +825,16 @@ class Agent:
         changed = 0
         for d in dirs:
             uid, gid = self.ids(d["owner"], d["group"], d["path"])
-            real, mode = self.path(d["path"]), int(d["mode"], 8)
-            if not os.path.isdir(real):
-                self.make_parents(d["path"], 0, 0, created_dirs)
-                os.mkdir(real, mode)
-                created_dirs.append(d["path"])
-            else:
-                st = os.stat(real)
+            mode = int(d["mode"], 8)
+            handle = self.open_dir(d["path"], uid)
+            if handle is None:
+                handle = self.open_dir(d["path"], uid, create=(0, 0), created=created_dirs)
+            with handle:
+                st = os.fstat(handle.fd)
                 if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid):
                     continue
-            os.chown(real, uid, gid)
-            os.chmod(real, mode)
+                os.fchown(handle.fd, uid, gid)
+                os.fchmod(handle.fd, mode)
             self.log(f"set up {d['path']}/")
             changed += 1
         return changed
@@ -768,13 +985,7 @@ class Agent:
         sw = group["switch"]
         content = sw["template"].replace("{port}", str(inst.get("port"))).replace("{unit}", inst["unit"])
         uid, gid = self.ids(sw["owner"], sw["group"], sw["path"])
-        created = []
-        self.make_parents(sw["path"], uid, gid, created)
-        try:
-            with open(self.path(sw["path"]), "rb") as fh:
-                before = fh.read()
-        except FileNotFoundError:
-            before = None
+        before = self.read_file(sw["path"], uid)
         self.write_validated(sw, content.encode(), uid, gid)
         code, output, _ = self.run(sw["reload"], check=False)
         if code != 0:
@@ -884,19 +1095,21 @@ class Agent:
         try:
             for s in staged:
                 self.commit(s)
-                self.log(f"wrote {s[0]}")
+                self.log(f"wrote {s.host_path}")
         finally:
             self.discard(staged)
-        return [s[0] for s in staged]
+        return [s.host_path for s in staged]
 
     def drop_leftovers(self, name, old, manifest, created_dirs):
         """Stop units, remove files, switch files and created dirs that the previous manifest
         had and this one drops; return (removed file paths, number of things removed)."""
         new_units = set(owned_units(manifest))
-        self.stop_units([p for p in owned_units(old) if p not in new_units])
         keep = {f["path"] for f in manifest["files"]} | self.paths_of_others(name)
-        paths = [f["path"] for f in old["files"] if f["path"] not in keep]
-        removed = sum(self.remove_file(p) for p in paths)
+        dropped = [f for f in old["files"] if f["path"] not in keep]
+        self.check_paths(dropped)
+        self.stop_units([p for p in owned_units(old) if p not in new_units])
+        paths = [f["path"] for f in dropped]
+        removed = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
         new_groups = {g["group"] for g in manifest["restart"]}
         removed += sum(self.forget_group(g) for g in old["restart"] if g["group"] not in new_groups)
         needed = {d["path"] for d in manifest["dirs"]} | {os.path.dirname(f["path"]) for f in manifest["files"]}
@@ -940,10 +1153,12 @@ class Agent:
         else:
             m, others = state["manifest"], self.other_states(name)
             units = owned_units(m)
-            self.stop_units(units)
             keep = {f["path"] for s in others for f in s["manifest"]["files"]}
-            paths = [f["path"] for f in m["files"] if f["path"] not in keep]
-            count = sum(self.remove_file(p) for p in paths)
+            dropped = [f for f in m["files"] if f["path"] not in keep]
+            self.check_paths(dropped)  # a planted symlink is refused before anything is touched
+            self.stop_units(units)
+            paths = [f["path"] for f in dropped]
+            count = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
             count += sum(self.forget_group(g) for g in m["restart"])
             self.daemon_reload(paths, wait=False)
             self.reload_host_units(m, units, paths)
