@@ -52,6 +52,7 @@ PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|path|target|mount)$")
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 STAGED_RE = re.compile(r"\{staged:([^}]*)\}")
+NOLOGIN = "/usr/sbin/nologin"
 USER_MARK = "outpost"  # GECOS comment of users the agent created; only those are ever deleted
 STRATEGIES = ("restart", "reload", "rolling", "blue-green")
 SYSTEM_UNIT_DIRS = ("/etc/systemd/system/", "/usr/local/lib/systemd/system/",
@@ -177,8 +178,10 @@ def check_user(u, where):
     u.setdefault("home", f"/home/{u['name']}")
     u.setdefault("linger", False)
     u.setdefault("system", True)
-    u.setdefault("shell", "/usr/sbin/nologin")
-    return check_path(u["home"], where)
+    u.setdefault("shell", NOLOGIN)
+    u.setdefault("purge", False)
+    problems = [f"{where}: purge must be true or false"] if not isinstance(u["purge"], bool) else []
+    return problems + check_path(u["home"], where)
 
 
 def check_scope(scope, where):
@@ -781,7 +784,12 @@ class Agent:
         created = []
         for u in users:
             try:
-                pwd.getpwnam(u["name"])
+                pw = pwd.getpwnam(u["name"])
+                if pw.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
+                    # kept by an earlier removal: this manifest takes the user and its data back
+                    self.run(["usermod", "--unlock", "--expiredate", "", "--shell", u["shell"], u["name"]])
+                    created.append(u["name"])
+                    self.log(f"unlocked user {u['name']}")
             except KeyError:
                 argv = ["useradd", "--create-home", "--home-dir", u["home"], "--shell", u["shell"],
                         "--comment", USER_MARK, "--user-group"]
@@ -1163,13 +1171,17 @@ class Agent:
             self.daemon_reload(paths, wait=False)
             self.reload_host_units(m, units, paths)
             listed = {u["name"] for s in others for u in s["manifest"]["users"]}
-            users = [u["name"] for u in m["users"] if u["name"] not in listed and self.delete_user(u["name"])]
+            retired = [(u["name"], self.retire_user(u["name"], u.get("purge", False)))
+                       for u in m["users"] if u["name"] not in listed]
+            users = [n for n, how in retired if how == "deleted"]
+            kept = [n for n, how in retired if how == "kept"]
             os.unlink(self.state_file(name))
             if not others:
                 self.forget_host()
             count += len(self.remove_empty_dirs(state.get("created_dirs", [])))
             line = (f"outpost {name}: removed {count} files and dirs, stopped {len(units)} units, "
-                    f"deleted users: {', '.join(users) or 'none'}")
+                    f"deleted users: {', '.join(users) or 'none'}"
+                    + (f", kept users (locked, data kept): {', '.join(kept)}" if kept else ""))
         print(line, flush=True)
         return line
 
@@ -1193,20 +1205,28 @@ class Agent:
                 self.log(f"reloaded {', '.join(units)}" if code == 0
                          else f"warning: reloading {', '.join(units)} failed: {one_line(output)}")
 
-    def delete_user(self, user):
-        """Delete a user the agent created, with its home, manager, processes and podman storage."""
+    def retire_user(self, user, purge):
+        """Stop a user the agent created (linger, manager, processes). Without purge the user
+        stays, locked (`usermod --lock --expiredate 1`, shell nologin), with its home and data, so
+        file ownership stays meaningful and a later apply can take it back; with purge it is
+        deleted with its home and podman storage. Returns "deleted", "kept" or None (a user the
+        agent did not create, or none at all)."""
         try:
             pw = pwd.getpwnam(user)
         except KeyError:
-            return False
+            return None
         if pw.pw_gecos != USER_MARK:
             self.log(f"kept user {user}: not created by outpost")
-            return False
+            return None
         uid = pw.pw_uid
         self.run(["loginctl", "disable-linger", user], check=False)
         self.run(["systemctl", "stop", f"user@{uid}.service", f"user-runtime-dir@{uid}.service"],
                  check=False)
         self.kill_processes(uid)
+        if not purge:
+            self.run(["usermod", "--lock", "--expiredate", "1", "--shell", NOLOGIN, user])
+            self.log(f"kept user {user} locked, and its data in {pw.pw_dir} (purge: true deletes them)")
+            return "kept"
         self.run(["userdel", "--remove", user], check=False)
         try:
             pwd.getpwnam(user)
@@ -1219,8 +1239,20 @@ class Agent:
                 self.run(["rm", "-rf", "--one-file-system", "--", self.path(leftover)])
         if os.path.isdir(self.path(pw.pw_dir)):
             self.log(f"warning: userdel left {pw.pw_dir} behind")
-        self.log(f"deleted user {user}")
-        return True
+        self.log(f"deleted user {user} and its home {pw.pw_dir}")
+        return "deleted"
+
+    def locked_by_outpost(self, user):
+        """True when USER's account expired on 1970-01-02: how retire_user locks a kept user."""
+        try:
+            with open(self.path("/etc/shadow"), encoding="utf-8") as fh:
+                for line in fh:
+                    fields = line.rstrip("\n").split(":")
+                    if fields[0] == user and len(fields) > 7:
+                        return fields[7] == "1"
+        except FileNotFoundError:
+            pass
+        return False
 
     def kill_processes(self, uid, wait=15):
         """SIGTERM, then SIGKILL, every process of uid; bounded."""

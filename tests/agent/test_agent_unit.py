@@ -35,7 +35,7 @@ def text_file(path, content, mode="0644"):
 
 
 class FakeHost:
-    """Answers systemctl/loginctl/useradd/apt like a quiet host and records every call."""
+    """Answers systemctl/loginctl/useradd/usermod/apt like a quiet host and records every call."""
 
     def __init__(self, oa):
         self.oa = oa
@@ -51,7 +51,7 @@ class FakeHost:
         if argv[0] == "dpkg-query":
             out = "".join(f"{p}\tinstalled\n" for p in argv[3:])
             return 0, out, out
-        if argv[0] in ("loginctl", "useradd", "userdel", "apt-get"):
+        if argv[0] in ("loginctl", "useradd", "usermod", "userdel", "apt-get"):
             return 0, "", ""
         return self.oa.run_command(argv, **kwargs)
 
@@ -105,7 +105,7 @@ def test_manifest_defaults_are_filled(oa):
     assert m["files"][0] | {"content": None} == {"path": "/etc/x", "mode": "0644", "owner": "root",
                                                  "group": "root", "b64": False, "content": None}
     assert m["users"][0] == {"name": "app", "home": "/home/app", "linger": False, "system": True,
-                             "shell": "/usr/sbin/nologin"}
+                             "shell": "/usr/sbin/nologin", "purge": False}
     assert m["units"][0] == {"unit": "x.service", "scope": "system", "enable": True, "start": True}
     group = m["restart"][0]
     assert group["health"] == {"interval": 2, "timeout": 1, "retries": 20}

@@ -323,7 +323,7 @@ def svc_user(with_quadlet=False):
                                    "[Install]\nWantedBy=default.target\n", owner="otestuser"))
         units.append({"unit": "otest-q.service", "scope": "user:otestuser"})
     return manifest("svc-user", users=[{"name": "otestuser", "home": "/home/otestuser", "linger": True,
-                                        "system": True}], files=files, units=units)
+                                        "system": True, "purge": True}], files=files, units=units)
 
 
 IMPORT_IMAGE = r"""
