@@ -8,8 +8,10 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
                                                       units; remove what the previous manifest
                                                       of NAME had and this one drops; run the
                                                       restart plan; print one summary line
-    outpost-apply remove NAME TOKEN                  undo everything manifest NAME set up,
-                                                      unless a successor (other TOKEN) owns it
+    outpost-apply remove NAME TOKEN                  undo what manifest NAME set up, unless a
+                                                      successor (other TOKEN) owns it; its users
+                                                      stay, locked, with their data unless the
+                                                      manifest says purge
     outpost-apply restart NAME                       run stored manifest NAME's restart plan now
     outpost-apply switch GROUP                       flip a blue-green group to its other slot
     outpost-apply status                             list the stored manifests
@@ -17,8 +19,11 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
 The manifest format and the exact behaviour are documented in docs/manifest.md of the outpost
 repository. Service users own their homes and are not trusted: every file operation walks its
 path from / with one directory fd per level (O_NOFOLLOW | O_DIRECTORY) and acts on those fds
-(dir_fd, fchown, fchmod), refusing symlinks and foreign-owned directories (see Agent.open_dir). Python 3 standard library only; every external command runs from an argv list,
-every wait is bounded, failures end in one paragraph on stderr and a non-zero exit.
+(dir_fd, fchown, fchmod), refusing symlinks and foreign-owned directories (see Agent.open_dir).
+An apply records the work it owes (restarts, daemon-reloads, leftovers) in its state before it
+changes any file, so a run that fails or is cut off at any step converges on the next one.
+Python 3 standard library only; every external command runs from an argv list, every wait is
+bounded, failures end in one paragraph on stderr and a non-zero exit.
 """
 
 import base64
@@ -302,6 +307,22 @@ def owned_units(manifest):
     return list(dict.fromkeys(pairs))
 
 
+def stored_manifest(state):
+    """What the stored state of a NAME says is on the host: its manifest plus, when an apply
+    failed before dropping them, the leftovers of the manifest before it."""
+    if not state:
+        return {"files": [], "units": [], "restart": [], "users": []}
+    m, left = state["manifest"], state.get("leftover")
+    if not left:
+        return m
+    files = {f["path"]: f for f in left["files"]} | {f["path"]: f for f in m["files"]}
+    units = {(u["scope"], u["unit"]): u for u in left["units"]} | {(u["scope"], u["unit"]): u for u in m["units"]}
+    groups = {g["group"]: g for g in left["restart"]} | {g["group"]: g for g in m["restart"]}
+    users = {u["name"]: u for u in left.get("users", [])} | {u["name"]: u for u in m.get("users", [])}
+    return {**m, "files": list(files.values()), "units": list(units.values()),
+            "restart": list(groups.values()), "users": list(users.values())}
+
+
 def by_scope(pairs):
     """Group (scope, unit) pairs into [(scope, [unit, ...])], keeping order."""
     groups = {}
@@ -454,7 +475,12 @@ class Agent:
         return self.root + host_path
 
     def log(self, message):
-        print(f"  {message}", file=self.log_to, flush=True)
+        """Progress on stderr. A closed pipe (the SSH session dropped) must not stop an apply
+        halfway: the line is lost, the work goes on."""
+        try:
+            print(f"  {message}", file=self.log_to, flush=True)
+        except OSError:
+            pass
 
     def run(self, argv, check=True, **kwargs):
         code, output, stdout = self.runner(argv, **kwargs)
@@ -497,7 +523,10 @@ class Agent:
         os.makedirs(os.path.dirname(self.path(host_path)), mode=0o700, exist_ok=True)
         staged = self.stage(host_path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(),
                             0o600, 0, 0)
-        self.commit(staged)
+        try:
+            self.commit(staged)
+        finally:
+            self.discard([staged])
 
     # -- files -----------------------------------------------------------------------------------
     def ids(self, owner, group, what):
@@ -693,7 +722,11 @@ class Agent:
                 data, mode = file_bytes(f), int(f["mode"], 8)
                 uid, gid = self.ids(f["owner"], f["group"], f["path"])
                 if self.differs(f["path"], data, mode, uid, gid):
-                    staged.append(self.stage(f["path"], data, mode, uid, gid, created_dirs))
+                    try:
+                        staged.append(self.stage(f["path"], data, mode, uid, gid, created_dirs))
+                    except OSError as e:
+                        raise AgentError(f"could not stage {f['path']}: {e.strerror}; nothing was "
+                                         "changed") from None
         except BaseException:
             self.discard(staged)
             raise
@@ -1067,46 +1100,87 @@ class Agent:
             return self.apply_locked(name, token, manifest)
 
     def apply_locked(self, name, token, manifest):
+        """Apply so that a failure at any step converges on the next run: the state records the
+        work still owed (restart groups, daemon-reloads, the previous manifest's leftovers)
+        before the files change, and is saved again after each step that pays some of it."""
         previous = self.load_state(name)
-        old = previous["manifest"] if previous else {"files": [], "units": [], "restart": []}
+        old = stored_manifest(previous)
         created_dirs = list(previous.get("created_dirs", [])) if previous else []
-        changed = len(self.ensure_packages(manifest["packages"]))
-        changed += len(self.ensure_users(manifest["users"]))
-        changed += self.ensure_dirs(manifest["dirs"], created_dirs)
-        changed_paths = self.write_files(manifest, created_dirs)
-        removed_paths, removed = self.drop_leftovers(name, old, manifest, created_dirs)
-        self.daemon_reload(changed_paths + removed_paths)
-        # record what is on disk now, so that a failure below is retried and remove finds it
-        todo = groups_to_restart(manifest, previous, changed_paths)
         state = {"format": 1, "name": name, "token": previous["token"] if previous else token,
-                 "manifest": mask(manifest), "created_dirs": sorted(set(created_dirs)),
-                 "pending": [g["group"] for g in todo]}
-        self.save_json(self.state_path(name), state)
-        actions, fresh = self.ensure_units(manifest["units"])
-        restarted = self.run_restarts(name, todo, fresh, state)
-        self.save_json(self.state_path(name), {**state, "token": token, "pending": []})
+                 "manifest": previous["manifest"] if previous else mask(manifest),
+                 "leftover": previous.get("leftover") if previous else None,
+                 "created_dirs": created_dirs, "pending": list(previous.get("pending", [])) if previous else [],
+                 "reload": list(previous.get("reload", [])) if previous else []}
+        if previous is None:
+            self.save_state(name, state)  # a first apply that fails is still recorded: remove undoes it
+        try:
+            changed = len(self.ensure_packages(manifest["packages"]))
+            changed += len(self.ensure_users(manifest["users"]))
+            changed += self.ensure_dirs(manifest["dirs"], created_dirs)
+            staged = self.stage_and_validate(manifest, created_dirs)
+            try:
+                changed_paths = [s.host_path for s in staged]
+                todo = groups_to_restart(manifest, previous, changed_paths)
+                keep = {f["path"] for f in manifest["files"]} | self.paths_of_others(name)
+                dropping = [f["path"] for f in old["files"] if f["path"] not in keep]
+                reload = set(state["reload"]) | {p for p in changed_paths + dropping if self.unit_scope(p)}
+                # owed from here on: what a re-run must do even when it finds every file in place
+                state.update(manifest=mask(manifest), leftover=old if old["files"] or old["restart"] else None,
+                             pending=[g["group"] for g in todo], reload=sorted(reload))
+                self.save_state(name, state)
+                for s in staged:
+                    try:
+                        self.commit(s)
+                    except OSError as e:
+                        raise AgentError(f"could not write {s.host_path}: {e.strerror}; the next "
+                                         "apply finishes this one") from None
+                    self.log(f"wrote {s.host_path}")
+            finally:
+                self.discard(staged)
+            _, removed = self.drop_leftovers(name, old, manifest, created_dirs)
+            state["leftover"] = None
+            self.save_state(name, state)
+            self.daemon_reload(state["reload"])
+            state["reload"] = []
+            self.save_state(name, state)
+            actions, fresh = self.ensure_units(manifest["units"])
+            restarted = self.run_restarts(name, todo, fresh, state)
+            state.update(token=token, pending=[])
+            self.save_state(name, state)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.save_state(name, state)  # best effort: the dirs created so far are known
+            raise
         line = summary(name, changed + len(changed_paths) + actions, removed, restarted)
-        print(line, flush=True)
+        self.say(line)
         return line
 
-    def write_files(self, manifest, created_dirs):
-        """Stage the files that differ, validate the staged copies, then move them into place;
-        return their paths. A failed validation leaves every file as it was."""
+    def save_state(self, name, state):
+        try:
+            self.save_json(self.state_path(name), {**state, "created_dirs": sorted(set(state["created_dirs"]))})
+        except OSError as e:
+            raise AgentError(f"could not save the state of {name} in {STATE_DIR}: {e.strerror}; "
+                             "the next apply finishes this one") from None
+
+    def say(self, line):
+        """The final line on stdout; a deployer that went away (closed pipe) does not undo the work."""
+        try:
+            print(line, flush=True)
+        except OSError:
+            pass
+
+    def stage_and_validate(self, manifest, created_dirs):
+        """Stage the files that differ and validate the staged copies; return the Staged list
+        (the caller commits and discards). A failed validation leaves every file as it was."""
         dirs_before = list(created_dirs)
         staged = self.stage_files(manifest["files"], created_dirs)
         try:
             self.validate(manifest["validate"] if staged else [], staged)
-        except AgentError:
+        except BaseException:
             self.discard(staged)
             self.remove_empty_dirs([d for d in created_dirs if d not in dirs_before])
             raise
-        try:
-            for s in staged:
-                self.commit(s)
-                self.log(f"wrote {s.host_path}")
-        finally:
-            self.discard(staged)
-        return [s.host_path for s in staged]
+        return staged
 
     def drop_leftovers(self, name, old, manifest, created_dirs):
         """Stop units, remove files, switch files and created dirs that the previous manifest
@@ -1127,15 +1201,13 @@ class Agent:
         return paths, removed + len(gone)
 
     def run_restarts(self, name, todo, fresh, state):
-        """Run the restart groups in order; on failure, store the rest as pending and re-raise."""
+        """Run the restart groups in order; after each, store the rest as pending."""
         restarted = []
         for i, group in enumerate(todo):
-            try:
-                if self.run_group(group, fresh, name):
-                    restarted.append((group["group"], group["strategy"]))
-            except AgentError:
-                self.save_json(self.state_path(name), {**state, "pending": state["pending"][i:]})
-                raise
+            if self.run_group(group, fresh, name):
+                restarted.append((group["group"], group["strategy"]))
+            state["pending"] = [g["group"] for g in todo[i + 1:]]
+            self.save_state(name, state)
         return restarted
 
     def paths_of_others(self, name):
@@ -1159,7 +1231,7 @@ class Agent:
         elif state.get("token") != token:
             line = f"outpost {name}: a successor owns {name} (the stored token differs), nothing removed"
         else:
-            m, others = state["manifest"], self.other_states(name)
+            m, others = stored_manifest(state), self.other_states(name)
             units = owned_units(m)
             keep = {f["path"] for s in others for f in s["manifest"]["files"]}
             dropped = [f for f in m["files"] if f["path"] not in keep]
@@ -1182,7 +1254,7 @@ class Agent:
             line = (f"outpost {name}: removed {count} files and dirs, stopped {len(units)} units, "
                     f"deleted users: {', '.join(users) or 'none'}"
                     + (f", kept users (locked, data kept): {', '.join(kept)}" if kept else ""))
-        print(line, flush=True)
+        self.say(line)
         return line
 
     def forget_host(self):
@@ -1280,7 +1352,7 @@ class Agent:
                 if self.run_group(group, set(), name):
                     restarted.append((group["group"], group["strategy"]))
             line = summary(name, 0, 0, restarted)
-            print(line, flush=True)
+            self.say(line)
             return line
 
     def switch(self, group_name):
@@ -1302,7 +1374,7 @@ class Agent:
                              f"(last response: {last}); the proxy still routes to {state.get('live')}")
         self.switch_to(group, target, manifest_name)
         line = f"outpost switch {group['group']}: live slot is now {target['unit']}"
-        print(line, flush=True)
+        self.say(line)
         return line
 
     def status(self):
@@ -1375,4 +1447,7 @@ def main(argv=None, agent=None):
 
 
 if __name__ == "__main__":
+    # A dropped SSH session hangs up on the agent: finish the step at hand rather than die in
+    # the middle of it (the state makes a later run converge either way).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.exit(main())
