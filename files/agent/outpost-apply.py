@@ -57,6 +57,8 @@ PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|path|target|mount)$")
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 STAGED_RE = re.compile(r"\{staged:([^}]*)\}")
+PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+PEM_KEY_RE = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 NOLOGIN = "/usr/sbin/nologin"
 USER_MARK = "outpost"  # GECOS comment of users the agent created; only those are ever deleted
 STRATEGIES = ("restart", "reload", "rolling", "blue-green")
@@ -415,9 +417,11 @@ class Staged:
     """A staging copy: the target's Dir, the staging dir's name and fd, and the path of the copy
     (what a validate step's {staged:PATH} becomes)."""
 
-    def __init__(self, host_path, directory, stage_dir, stage_fd, path):
+    def __init__(self, host_path, directory, stage_dir, stage_fd, path, data=b""):
         self.host_path, self.dir, self.stage_dir, self.stage_fd, self.path = \
             host_path, directory, stage_dir, stage_fd, path
+        self.has_cert = PEM_CERT in data                  # checked before commit: see
+        self.has_key = bool(PEM_KEY_RE.search(data))      # Agent.check_certificates
 
 
 def stage_name():
@@ -676,7 +680,7 @@ class Agent:
         except BaseException:
             d.close()
             raise
-        staged = Staged(host_path, d, stage_dir, sfd, self.path(os.path.join(d.path, stage_dir, name)))
+        staged = Staged(host_path, d, stage_dir, sfd, self.path(os.path.join(d.path, stage_dir, name)), data)
         try:
             fd = open_at(sfd, name, staged.path,
                          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -742,6 +746,42 @@ class Agent:
             if code != 0:
                 raise AgentError(f"validation failed, no file was changed: `{shlex.join(step['argv'])}` "
                                  f"exited {code}: {one_line(output)}")
+
+    def check_certificates(self, staged):
+        """Before certificates or keys replace the live ones: every staged certificate must not
+        be expired, and its key (in the same file, a HAProxy/Caddy bundle, or in NAME.key beside
+        NAME.crt) must match it. `openssl` reads the key from its 0600 staged file: the key never
+        reaches argv, and openssl's own words about a key are never quoted."""
+        staged_at = {s.host_path: s.path for s in staged}
+
+        def current(host_path):  # the staged copy, or the live file, or None
+            return staged_at.get(host_path) or (host_path if self.read_file(host_path) is not None else None)
+
+        for s in staged:
+            stem, ext = os.path.splitext(s.host_path)
+            if s.has_cert:
+                pairs = [(s.path, s.path if s.has_key else current(stem + ".key") if ext == ".crt" else None)]
+            elif s.has_key and ext == ".key":
+                cert = current(stem + ".crt")
+                pairs = [(cert if cert in staged_at.values() else self.path(cert), s.path)] if cert else []
+            else:
+                continue
+            for cert, key in pairs:
+                if cert == s.path:
+                    code, output, _ = self.run(["openssl", "x509", "-noout", "-checkend", "0", "-in", cert],
+                                               check=False)
+                    if code != 0:
+                        raise AgentError(f"refusing {s.host_path}: its certificate is expired or unreadable "
+                                         f"({one_line(output, 300)}); nothing was changed")
+                if key is None:
+                    continue
+                key = key if key in staged_at.values() else self.path(key)
+                _, cert_pub, _ = self.run(["openssl", "x509", "-noout", "-pubkey", "-in", cert], check=False)
+                code, _, key_pub = self.run(["openssl", "pkey", "-pubout", "-in", key], check=False)
+                if code != 0 or not key_pub.strip() or key_pub.strip() != cert_pub.strip():
+                    raise AgentError(f"refusing {s.host_path}: the private key "
+                                     + ("cannot be read" if code != 0 else "does not match the certificate")
+                                     + "; nothing was changed")
 
     def remove_file(self, host_path, owner=None):
         """Unlink host_path relative to its parent's fd; True when something was removed."""
@@ -1175,6 +1215,7 @@ class Agent:
         dirs_before = list(created_dirs)
         staged = self.stage_files(manifest["files"], created_dirs)
         try:
+            self.check_certificates(staged)
             self.validate(manifest["validate"] if staged else [], staged)
         except BaseException:
             self.discard(staged)

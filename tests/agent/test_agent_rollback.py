@@ -1,0 +1,92 @@
+"""A failed reload or restart leaves the previous configuration serving.
+
+- Certificates and keys are checked before they replace the live ones (real `openssl`): an
+  expired certificate or a key that does not belong to it changes nothing, and the key never
+  shows up in the error.
+- A reload that fails after the commit puts the previous files back and reloads again.
+- A rolling restart whose instance never becomes healthy puts the previous files back and
+  restarts the instances it already restarted, so the service ends wholly on the old version,
+  and the apply fails with the health-check output.
+"""
+
+import datetime
+import io
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from test_agent_unit import FakeHost, HealthServer, apply, manifest, text_file
+
+
+def certificate(days=30, key=None):
+    """(certificate PEM, key PEM) for site.example; days < 0 → already expired."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "site.example")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = (now - datetime.timedelta(days=60), now + datetime.timedelta(days=days)) if days > 0 else \
+        (now - datetime.timedelta(days=60), now - datetime.timedelta(days=1))
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+@pytest.fixture
+def host(oa, tmp_path):
+    for d in ("etc/tls", "etc/systemd/system"):
+        (tmp_path / d).mkdir(parents=True)
+    fake = FakeHost(oa)
+    return oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO()), fake, tmp_path
+
+
+def tls_manifest(files):
+    return manifest(name="proxy", files=[text_file(p, c, "0600") for p, c in files.items()])
+
+
+def test_a_valid_pair_and_bundle_are_written(host):
+    agent, _, root = host
+    crt, key = certificate()
+    assert apply(agent, tls_manifest({"/etc/tls/site.crt": crt, "/etc/tls/site.key": key,
+                                      "/etc/tls/site.pem": crt + key})).startswith("outpost proxy: 3 changed")
+
+
+@pytest.mark.parametrize("layout", ["pair", "bundle"])
+def test_an_expired_certificate_changes_nothing(host, oa, layout):
+    agent, _, root = host
+    good, good_key = certificate()
+    expired, key = certificate(days=-1)
+    files = {"pair": lambda c, k: {"/etc/tls/site.crt": c, "/etc/tls/site.key": k},
+             "bundle": lambda c, k: {"/etc/tls/site.pem": c + k}}[layout]
+    apply(agent, tls_manifest(files(good, good_key)))
+    with pytest.raises(oa.AgentError, match="its certificate is expired"):
+        apply(agent, tls_manifest(files(expired, key)))
+    for path, content in files(good, good_key).items():
+        assert (root / path.lstrip("/")).read_text() == content
+    assert not list(root.rglob(".outpost-stage-*"))
+
+
+@pytest.mark.parametrize("layout", ["pair", "bundle", "key-only"])
+def test_a_key_that_does_not_match_changes_nothing_and_is_never_quoted(host, oa, layout):
+    agent, fake, root = host
+    crt, key = certificate()
+    _, other_key = certificate()
+    if layout == "key-only":  # the certificate stays, a new key arrives alone
+        apply(agent, tls_manifest({"/etc/tls/site.crt": crt, "/etc/tls/site.key": key}))
+        files = {"/etc/tls/site.crt": crt, "/etc/tls/site.key": other_key}
+    elif layout == "pair":
+        files = {"/etc/tls/site.crt": crt, "/etc/tls/site.key": other_key}
+    else:
+        files = {"/etc/tls/site.pem": crt + other_key}
+    with pytest.raises(oa.AgentError, match="the private key does not match the certificate") as err:
+        apply(agent, tls_manifest(files))
+    body = "".join(other_key.splitlines()[1:-1])
+    assert body[:40] not in str(err.value)
+    assert not any(body[:40] in " ".join(c) for c in fake.calls), "key material in an argv"
+    assert not (root / "etc/tls/site.pem").exists()
+    if layout == "key-only":
+        assert (root / "etc/tls/site.key").read_text() == key
