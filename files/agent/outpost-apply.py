@@ -1010,13 +1010,14 @@ class Agent:
             raise AgentError(f"haproxy refused to ready {d['backend']}/{d['server']}: {one_line(answer)}")
         self.log(f"{d['backend']}/{d['server']} is ready again at haproxy")
 
-    def rolling(self, group, fresh):
+    def rolling(self, group, fresh, touched):
         """Restart instances one at a time; stop at the first that does not become healthy."""
         acted = False
         for i, inst in enumerate(group["instances"]):
             drain = inst["drain"] if (group["scope"], inst["unit"]) not in fresh else None
             if drain:
                 self.drain(drain)
+            touched.append(inst)
             last = self.restart_and_check(group, inst, fresh)
             acted = acted or (group["scope"], inst["unit"]) not in fresh
             if last is not None:
@@ -1048,11 +1049,12 @@ class Agent:
     def bluegreen_file(self, group_name):
         return f"{STATE_DIR}/bluegreen/{group_name}.json"
 
-    def blue_green(self, group, fresh, manifest_name):
+    def blue_green(self, group, fresh, manifest_name, touched):
         """Restart the idle slot, health-check it, then switch the proxy to it."""
         state = self.load_json(self.bluegreen_file(group["group"])) or {}
         a, b = group["instances"]
         target = b if state.get("live") == a["unit"] else a
+        touched.append(target)
         last = self.restart_and_check(group, target, fresh)
         if last is not None:
             raise AgentError(
@@ -1098,14 +1100,17 @@ class Agent:
         except (FileNotFoundError, ValueError):
             return None
 
-    def run_group(self, group, fresh, manifest_name):
-        """Run one restart group; return True when something was restarted or switched."""
+    def run_group(self, group, fresh, manifest_name, touched=None):
+        """Run one restart group; return True when something was restarted or switched. The
+        instances that now run (or may run) the new files are appended to `touched`."""
+        touched = [] if touched is None else touched
         strategy, units = group["strategy"], [i["unit"] for i in group["instances"]
                                               if (group["scope"], i["unit"]) not in fresh]
         if strategy == "rolling":
-            return self.rolling(group, fresh)
+            return self.rolling(group, fresh, touched)
         if strategy == "blue-green":
-            return self.blue_green(group, fresh, manifest_name)
+            return self.blue_green(group, fresh, manifest_name, touched)
+        touched.extend(group["instances"])
         if units:
             # reload: try-reload-or-restart leaves a stopped unit stopped (a proxy whose
             # certificates arrive before its first start) instead of failing.
@@ -1167,6 +1172,8 @@ class Agent:
                 # owed from here on: what a re-run must do even when it finds every file in place
                 state.update(manifest=mask(manifest), leftover=old if old["files"] or old["restart"] else None,
                              pending=[g["group"] for g in todo], reload=sorted(reload))
+                # what a failed restart puts back: the previous version of its changed files
+                before = self.snapshot(sorted({p for g in todo for p in g["when"]} & set(changed_paths)))
                 self.save_state(name, state)
                 for s in staged:
                     try:
@@ -1184,7 +1191,7 @@ class Agent:
             state["reload"] = []
             self.save_state(name, state)
             actions, fresh = self.ensure_units(manifest["units"])
-            restarted = self.run_restarts(name, todo, fresh, state)
+            restarted = self.run_restarts(name, todo, fresh, state, before)
             state.update(token=token, pending=[])
             self.save_state(name, state)
         except BaseException:
@@ -1241,15 +1248,77 @@ class Agent:
         created_dirs[:] = [d for d in created_dirs if d not in gone]
         return paths, removed + len(gone)
 
-    def run_restarts(self, name, todo, fresh, state):
-        """Run the restart groups in order; after each, store the rest as pending."""
+    def run_restarts(self, name, todo, fresh, state, before=None):
+        """Run the restart groups in order; after each, store the rest as pending. A group that
+        fails gets its previous files back (`before`: path → what was on disk before this
+        apply) and the instances it touched restarted or reloaded with them; the error says so."""
         restarted = []
         for i, group in enumerate(todo):
-            if self.run_group(group, fresh, name):
-                restarted.append((group["group"], group["strategy"]))
+            touched = []
+            try:
+                if self.run_group(group, fresh, name, touched):
+                    restarted.append((group["group"], group["strategy"]))
+            except AgentError as e:
+                raise AgentError(f"{e}{self.revert_group(group, touched, before or {})}") from None
             state["pending"] = [g["group"] for g in todo[i + 1:]]
             self.save_state(name, state)
         return restarted
+
+    def snapshot(self, paths):
+        """What is on disk now at each path: (bytes or None, mode, uid, gid); for put_back."""
+        taken = {}
+        for path in paths:
+            d, _, st = self.entry(path)
+            if d is not None:
+                d.close()
+            taken[path] = (None, 0, 0, 0) if st is None or not stat.S_ISREG(st.st_mode) else \
+                (self.read_file(path), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        return taken
+
+    def put_back(self, path, previous):
+        data, mode, uid, gid = previous
+        if data is None:
+            self.remove_file(path)
+            return
+        staged = self.stage(path, data, mode, uid, gid)
+        try:
+            self.commit(staged)
+        finally:
+            self.discard([staged])
+        self.log(f"put back the previous {path}")
+
+    def revert_group(self, group, touched, before):
+        """After a failed restart, reload or health check: put the group's previous files back
+        and restart (reload) the instances that may run the new ones, so the whole service is on
+        the old version; return the clause the error gets. Best effort: it never raises."""
+        paths = [p for p in group["when"] if p in before]
+        if not paths:
+            return ""
+        try:
+            for p in paths:
+                self.put_back(p, before[p])
+            self.daemon_reload([p for p in paths if self.unit_scope(p)])
+            problems = []
+            if group["strategy"] == "reload":
+                code, output, _ = self.systemctl(group["scope"], "try-reload-or-restart",
+                                                 *[i["unit"] for i in touched], check=False)
+                if code != 0:
+                    problems.append(f"reloading again failed too: {one_line(output, 300)}")
+            else:
+                for inst in touched:
+                    code, output, _ = self.systemctl(group["scope"], "restart", inst["unit"], check=False)
+                    last = self.wait_healthy(group, inst) if code == 0 else one_line(output, 300)
+                    if last is not None:
+                        problems.append(f"{inst['unit']} is not healthy on it either ({last})")
+                    elif inst.get("drain") and group["strategy"] == "rolling":
+                        self.undrain(inst["drain"])
+        except AgentError as e:
+            problems = [str(e)]
+        verb = "reloaded" if group["strategy"] == "reload" else "restarted"
+        units = ", ".join(i["unit"] for i in touched) or "nothing"
+        return (f"; the previous {', '.join(paths)} {'was' if len(paths) == 1 else 'were'} put back and "
+                f"{units} {verb} with {'it' if len(paths) == 1 else 'them'}"
+                + (f", but {'; '.join(problems)}" if problems else ""))
 
     def paths_of_others(self, name):
         return {f["path"] for s in self.other_states(name) for f in s["manifest"]["files"]}

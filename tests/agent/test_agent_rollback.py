@@ -90,3 +90,94 @@ def test_a_key_that_does_not_match_changes_nothing_and_is_never_quoted(host, oa,
     assert not (root / "etc/tls/site.pem").exists()
     if layout == "key-only":
         assert (root / "etc/tls/site.key").read_text() == key
+
+
+class VersionedHost(FakeHost):
+    """FakeHost that remembers which config each unit was (re)started or reloaded with, and can
+    fail the first command that matches `fail`."""
+
+    def __init__(self, oa, root, conf):
+        super().__init__(oa)
+        self.root, self.conf, self.running, self.fail, self.reloads = root, conf, {}, None, []
+        self.after = lambda: None
+
+    def __call__(self, argv, **kwargs):
+        if self.fail and self.fail(argv):
+            self.fail = None
+            self.calls.append(list(argv))
+            return 1, "Job for caddy.service failed: bad config", ""
+        result = super().__call__(argv, **kwargs)
+        if argv[0] == "systemctl" and argv[1] in ("restart", "start", "try-reload-or-restart"):
+            version = (self.root / self.conf.lstrip("/")).read_text()
+            for unit in argv[2:]:
+                self.running[unit] = version
+            if argv[1] == "try-reload-or-restart":
+                self.reloads.append(version)
+        self.after()
+        return result
+
+
+CADDYFILE = "/etc/caddy/Caddyfile"
+
+
+def proxy_manifest(body):
+    return manifest(name="proxy", files=[text_file(CADDYFILE, body)],
+                    restart=[{"group": "caddy", "strategy": "reload", "when": [CADDYFILE],
+                              "instances": [{"unit": "caddy.service", "health": None}]}])
+
+
+def test_a_failed_proxy_reload_puts_the_previous_config_back_and_reloads_it(oa, tmp_path):
+    (tmp_path / "etc").mkdir()
+    fake = VersionedHost(oa, tmp_path, CADDYFILE)
+    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    apply(agent, proxy_manifest(":80 { respond v1 }\n"))
+    fake.fail = lambda argv: "try-reload-or-restart" in argv
+    with pytest.raises(oa.AgentError) as err:
+        apply(agent, proxy_manifest(":80 { respond v2 }\n"))
+    assert "bad config" in str(err.value)
+    assert f"the previous {CADDYFILE} was put back and caddy.service reloaded with it" in str(err.value)
+    assert (tmp_path / CADDYFILE.lstrip("/")).read_text() == ":80 { respond v1 }\n"
+    assert fake.reloads[-1] == ":80 { respond v1 }\n" and fake.running["caddy.service"] == ":80 { respond v1 }\n"
+    assert not list(tmp_path.rglob(".outpost-stage-*"))
+
+
+def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_version(oa, tmp_path):
+    (tmp_path / "etc").mkdir()
+    conf = "/etc/web.conf"
+    fake = VersionedHost(oa, tmp_path, conf)
+    servers = {}
+
+    def health_of(port):
+        """web@8001 answers 500 while it runs v2; everything else is healthy."""
+        unit = f"web@{port}.service"
+        server = HealthServer()
+        servers[unit] = server
+        return server.url()
+
+    urls = [health_of(p) for p in (8000, 8001, 8002)]
+    def serve_what_runs():
+        for unit, server in servers.items():
+            broken = unit == "web@8001.service" and fake.running.get(unit) == "v2"
+            server.status, server.body = (500, b"v2 cannot open its database") if broken else (200, b"ok")
+
+    fake.after = serve_what_runs
+    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    doc = manifest(files=[text_file(conf, "v1")], units=[{"unit": f"web@{p}.service"} for p in (8000, 8001, 8002)],
+                   restart=[{"group": "web", "strategy": "rolling", "when": [conf],
+                             "instances": [{"unit": f"web@{8000 + i}.service", "health": u} for i, u in enumerate(urls)],
+                             "health": {"interval": 0.05, "timeout": 1, "retries": 3}}])
+    apply(agent, doc)
+    assert set(fake.running.values()) == {"v1"}
+    doc["files"][0]["content"] = "v2"
+    try:
+        with pytest.raises(oa.AgentError) as err:
+            apply(agent, doc)
+    finally:
+        for s in servers.values():
+            s.server.shutdown()
+    message = str(err.value)
+    assert "web@8001.service did not become healthy" in message
+    assert "HTTP 500: v2 cannot open its database" in message
+    assert "the previous /etc/web.conf was put back and web@8000.service, web@8001.service restarted" in message
+    assert (tmp_path / "etc/web.conf").read_text() == "v1"
+    assert fake.running == {f"web@{p}.service": "v1" for p in (8000, 8001, 8002)}, "not wholly on the old version"
