@@ -11,6 +11,7 @@
 
 import datetime
 import io
+import os
 
 import pytest
 from cryptography import x509
@@ -181,3 +182,23 @@ def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_v
     assert "the previous /etc/web.conf was put back and web@8000.service, web@8001.service restarted" in message
     assert (tmp_path / "etc/web.conf").read_text() == "v1"
     assert fake.running == {f"web@{p}.service": "v1" for p in (8000, 8001, 8002)}, "not wholly on the old version"
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server's sshd")
+def test_the_base_setup_validates_the_staged_sshd_drop_in_not_the_live_one(oa, tmp_path):
+    """The base manifest's own validate step, run by the agent with the real sshd: a broken new
+    drop-in is refused even though the live configuration is fine."""
+    from components.config import load_file
+    from components.render.base import base_manifest
+    from tests.conftest import ROOT
+
+    base = base_manifest(load_file(ROOT / "Pulumi.local.yaml"), "vm").to_json()
+    dropin = base["restart"][0]["when"][0]
+    (tmp_path / "etc").mkdir()
+    agent = oa.Agent(root=str(tmp_path), run=FakeHost(oa), log=io.StringIO())
+    doc = manifest(name="base", files=[text_file(dropin, "PermitRootLogin no\n")], validate=base["validate"])
+    apply(agent, doc)
+    doc["files"][0]["content"] = "PermitRootLogin maybe\n"
+    with pytest.raises(oa.AgentError, match="validation failed, no file was changed.*unsupported option"):
+        apply(agent, doc)
+    assert (tmp_path / dropin.lstrip("/")).read_text() == "PermitRootLogin no\n"
