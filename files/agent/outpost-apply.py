@@ -473,6 +473,7 @@ class Agent:
         self.runner = run
         self.log_to = log
         self.ready_managers = set()
+        self.live_stages = set()  # (dir, name) of this run's staging dirs: never swept
 
     # -- basics --------------------------------------------------------------------------------
     def path(self, host_path):
@@ -673,7 +674,13 @@ class Agent:
         `created`); return a Staged whose `path` is what validate steps see."""
         d = self.open_dir(os.path.dirname(host_path), uid, create=(uid, gid),
                           created=created if created is not None else [])
+        try:
+            self.sweep_stale_stages(d)
+        except BaseException:
+            d.close()
+            raise
         stage_dir, name = stage_name(), os.path.basename(host_path)
+        self.live_stages.add((d.path, stage_dir))
         try:
             sfd = self._make_dir(d.fd, stage_dir, os.path.join(os.path.dirname(host_path), stage_dir),
                                  (0, 0), 0o700)
@@ -695,14 +702,34 @@ class Agent:
             raise
         return staged
 
+    def sweep_stale_stages(self, d):
+        """Remove the staging dirs an agent killed mid-apply (SIGKILL, power loss) left in d: only
+        root-owned 0700 `.outpost-stage-*` dirs that are not this run's, emptied relative to
+        their fd. Agents serialize on the lock, so no other run is staging here now."""
+        for entry in os.listdir(d.fd):
+            if not entry.startswith(".outpost-stage-") or (d.path, entry) in self.live_stages:
+                continue
+            st = os.stat(entry, dir_fd=d.fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or stat.S_IMODE(st.st_mode) != 0o700:
+                continue
+            sfd = open_at(d.fd, entry, os.path.join(d.path, entry), DIR_FLAGS)
+            try:
+                for inner in os.listdir(sfd):
+                    if not stat.S_ISDIR(os.stat(inner, dir_fd=sfd, follow_symlinks=False).st_mode):
+                        os.unlink(inner, dir_fd=sfd)
+            finally:
+                os.close(sfd)
+            with contextlib.suppress(OSError):
+                os.rmdir(entry, dir_fd=d.fd)
+                self.log(f"removed {os.path.join(d.path, entry)}/, left by an interrupted apply")
+
     def commit(self, staged):
         """Rename the staged copy over its target, both named relative to directory fds."""
         name = os.path.basename(staged.host_path)
         os.rename(name, name, src_dir_fd=staged.stage_fd, dst_dir_fd=staged.dir.fd)
         self.discard([staged])
 
-    @staticmethod
-    def discard(staged_list):
+    def discard(self, staged_list):
         """Remove staging copies that were not committed and their staging dirs; close the fds."""
         for s in staged_list:
             if s.stage_fd is None:
@@ -716,6 +743,7 @@ class Agent:
                     os.rmdir(s.stage_dir, dir_fd=s.dir.fd)
             os.close(s.stage_fd)
             s.stage_fd = None
+            self.live_stages.discard((s.dir.path, s.stage_dir))
             s.dir.close()
 
     def stage_files(self, files, created_dirs):

@@ -146,3 +146,19 @@ def test_a_first_apply_that_failed_is_recorded_so_remove_undoes_it(oa, tmp_path)
     assert (tmp_path / "etc/demo.conf").exists()
     assert agent.remove("svc-demo", "first").startswith("outpost svc-demo: removed 2 files")
     assert not (tmp_path / "etc/demo.conf").exists() and not (tmp_path / UNIT.lstrip("/")).exists()
+
+
+def test_staging_dirs_left_by_a_killed_apply_are_swept(host):
+    """SIGKILL between staging and commit leaves a root-only staging dir; the next apply that
+    writes there removes it (and leaves a service user's look-alike alone)."""
+    agent, fake, root = host
+    stale = root / "etc/.outpost-stage-0123456789abcdef"
+    stale.mkdir(mode=0o700)
+    (stale / "demo.conf").write_text("half-written\n")
+    foreign = root / "etc/.outpost-stage-not-ours"
+    foreign.mkdir(mode=0o755)
+    apply(agent, versioned("v2"))
+    assert not stale.exists()
+    assert foreign.exists()
+    foreign.rmdir()
+    assert_converged(fake, root)
