@@ -1201,7 +1201,8 @@ class Agent:
                 state.update(manifest=mask(manifest), leftover=old if old["files"] or old["restart"] else None,
                              pending=[g["group"] for g in todo], reload=sorted(reload))
                 # what a failed restart puts back: the previous version of its changed files
-                before = self.snapshot(sorted({p for g in todo for p in g["when"]} & set(changed_paths)))
+                owed = {p for g in todo for p in g["when"]} & set(changed_paths)
+                before = self.snapshot([f for f in manifest["files"] if f["path"] in owed])
                 self.save_state(name, state)
                 for s in staged:
                     try:
@@ -1292,15 +1293,16 @@ class Agent:
             self.save_state(name, state)
         return restarted
 
-    def snapshot(self, paths):
-        """What is on disk now at each path: (bytes or None, mode, uid, gid); for put_back."""
+    def snapshot(self, files):
+        """What is on disk now at each file's path: (bytes or None, mode, uid, gid); for put_back."""
         taken = {}
-        for path in paths:
-            d, _, st = self.entry(path)
+        for f in files:
+            path, uid = f["path"], uid_of(f["owner"])
+            d, _, st = self.entry(path, uid)
             if d is not None:
                 d.close()
             taken[path] = (None, 0, 0, 0) if st is None or not stat.S_ISREG(st.st_mode) else \
-                (self.read_file(path), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+                (self.read_file(path, uid), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
         return taken
 
     def put_back(self, path, previous):

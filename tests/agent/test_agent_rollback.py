@@ -202,3 +202,24 @@ def test_the_base_setup_validates_the_staged_sshd_drop_in_not_the_live_one(oa, t
     with pytest.raises(oa.AgentError, match="validation failed, no file was changed.*unsupported option"):
         apply(agent, doc)
     assert (tmp_path / dropin.lstrip("/")).read_text() == "PermitRootLogin no\n"
+
+
+def test_a_failed_blue_green_deploy_puts_the_idle_slot_back_on_the_live_version(oa, tmp_path):
+    from test_agent_unit import bluegreen_manifest
+    (tmp_path / "etc").mkdir()
+    fake = VersionedHost(oa, tmp_path, "/etc/web.conf")
+    blue, green = HealthServer(), HealthServer()
+    try:
+        agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+        apply(agent, bluegreen_manifest([blue.url(), green.url()], tmp_path, body="v1"))
+        green.status, green.body = 502, b"v2 is broken"
+        with pytest.raises(oa.AgentError) as err:
+            apply(agent, bluegreen_manifest([blue.url(), green.url()], tmp_path, body="v2"))
+    finally:
+        blue.server.shutdown()
+        green.server.shutdown()
+    assert "HTTP 502: v2 is broken" in str(err.value) and "proxy still routes to web@8000.service" in str(err.value)
+    assert "the previous /etc/web.conf was put back and web@8001.service restarted with it" in str(err.value)
+    assert (tmp_path / "etc/web.conf").read_text() == "v1"
+    assert fake.running["web@8001.service"] == "v1" and fake.running["web@8000.service"] == "v1"
+    assert (tmp_path / "etc/proxy/live.conf").read_text() == "upstream 8000 # web@8000.service\n"
