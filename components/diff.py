@@ -257,10 +257,18 @@ def compare_restarts(base: dict[str, Any], head: dict[str, Any], files: tuple[Fi
             if name not in old:
                 out.append(Restart(host, name, "start", ()))
             elif name not in new:
-                out.append(Restart(host, name, "stop", ()))
+                out.append(Restart(host, name, "stop", _retired_users(old[name], new)))
             else:
                 out += _manifest_restarts(host, new[name], changed.get((host, name), set()))
     return tuple(out)
+
+
+def _retired_users(gone: dict[str, Any], remaining: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """`purge:USER:HOME` or `keep:USER:HOME` for each user of a removed manifest that no manifest
+    left on the host lists: what the agent does with the user's data."""
+    listed = {u["name"] for m in remaining.values() for u in m.get("users", [])}
+    return tuple(f"{'purge' if u.get('purge') else 'keep'}:{u['name']}:{u.get('home', '')}"
+                 for u in gone.get("users", []) if u["name"] not in listed)
 
 
 def compare_secrets(base: dict[str, str], head: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -294,7 +302,12 @@ def _restart_line(r: Restart) -> str:
     if r.strategy == "start":
         return f"{r.host}: {r.service} is new — applied for the first time"
     if r.strategy == "stop":
-        return f"{r.host}: {r.service} is removed — its units stop, its files are deleted"
+        users = [w.split(":", 2) for w in r.because]
+        purged = [f"user {n} and its home {h}" for how, n, h in users if how == "purge"]
+        kept = [f"{n} ({h})" for how, n, h in users if how == "keep"]
+        return (f"{r.host}: {r.service} is removed — its units stop, its files are deleted"
+                + (f"; DATA WILL BE DELETED (purge): {', '.join(purged)}" if purged else "")
+                + (f"; its user stays, locked, with its data: {', '.join(kept)}" if kept else ""))
     return (f"{r.host}: {r.service} restarts — {STRATEGY_WORDS.get(r.strategy, r.strategy)} "
             f"(because of {', '.join(r.because)})")
 

@@ -47,7 +47,14 @@ def create_command(manifest: Manifest, tok: str) -> str:
 
 
 def delete_command(manifest: Manifest, tok: str) -> str:
-    return shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove", manifest.name, tok])
+    """The agent's `remove`. When it deletes data (users with purge), a shell comment says so,
+    so `pulumi preview --diff` shows it plainly on the Command that goes away."""
+    command = shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove", manifest.name, tok])
+    purged = [u for u in manifest.users if u.purge]
+    if purged:
+        command += ("  # purge: DELETES " + ", ".join(f"user {u.name} with its home {u.home}" for u in purged)
+                    + " and their data")
+    return command
 
 
 def stdin_for(manifest: Manifest, masked: str,

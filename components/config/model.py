@@ -217,6 +217,7 @@ class Service(Strict):
     deploy: Literal["rolling", "blue-green", "restart"] = "rolling"
     schedule: Schedule | None = None
     after_success: AfterSuccess | None = None
+    purge: bool = False                     # removing the service deletes its user's home and data
 
     @property
     def is_job(self) -> bool:
@@ -319,6 +320,7 @@ class Stack(Strict):
     domain: str | None = None
     suffix: Annotated[str, _matching(re.compile(r"^[a-z0-9-]{0,20}$"), "a short host name suffix like -test")] = ""
     protect: bool = False
+    purge: bool = False                     # disposable stacks: every service removal deletes data
     admin: Admin
     networks: dict[HostName, NetworkSpec] = {}
     hosts: dict[HostName, Host] = Field(min_length=1)
@@ -333,6 +335,10 @@ class Stack(Strict):
 
     def service_user(self, name: str) -> str:
         return self.services[name].user or name
+
+    def purges(self, name: str) -> bool:
+        """Whether removing service NAME deletes its user's home and data (else they are kept)."""
+        return self.purge or self.services[name].purge
 
     def services_on(self, host: str) -> dict[str, Service]:
         return {n: self.services[n] for n in self.service_names_by_host.get(host, ())}

@@ -77,7 +77,8 @@ def base_manifest(stack: Stack, host: str) -> Manifest:
             File("/etc/apt/apt.conf.d/20auto-upgrades", AUTO_UPGRADES, "0644"),
         ],
         units=[],
-        validate=[{"argv": ["/usr/sbin/sshd", "-t"]}],
+        # the staged drop-in itself: plain `sshd -t` would check the live tree, not the new file
+        validate=[{"argv": ["/usr/sbin/sshd", "-t", "-f", f"{{staged:{sshd}}}"]}],
         restart=[{"group": "sshd", "strategy": "reload", "scope": "system", "when": [sshd],
                   "instances": [{"unit": "ssh.service", "health": None}]}],
     )

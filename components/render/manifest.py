@@ -62,9 +62,11 @@ class User:
     home: str
     linger: bool = True
     system: bool = True
+    purge: bool = False   # removal deletes the user and its home; by default both are kept
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "home": self.home, "linger": self.linger, "system": self.system}
+        return {"name": self.name, "home": self.home, "linger": self.linger, "system": self.system,
+                **({"purge": True} if self.purge else {})}
 
 
 @dataclass(frozen=True)

@@ -410,7 +410,8 @@ def container_manifest(stack: Stack, host: str, name: str) -> Manifest:
                    "0644", place.owner, place.owner))
     manifest = Manifest(name=f"svc-{name}",
                         packages=ROOTLESS_PACKAGES if place.user else ["podman"],
-                        users=[User(place.user, home(place.user), linger=True, system=True)] if place.user else [])
+                        users=[User(place.user, home(place.user), linger=True, system=True,
+                                     purge=stack.purges(name))] if place.user else [])
     groups = [image_group]
     if svc.is_job:
         job_parts(stack, name, place, parts)
@@ -435,7 +436,8 @@ def process_identity(stack: Stack, name: str) -> tuple[list[str], list[User], st
     user = stack.service_user(name)
     if svc.user is None and not svc.secret_files:
         return ["DynamicUser=yes", f"User={user}", f"Group={user}"], [], "root"
-    return [f"User={user}", f"Group={user}"], [User(user, home(user), linger=False, system=True)], user
+    return [f"User={user}", f"Group={user}"], [User(user, home(user), linger=False, system=True,
+                                                        purge=stack.purges(name))], user
 
 
 def process_exec(name: str, svc: Service, templated: bool) -> str:

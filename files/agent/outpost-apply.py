@@ -8,19 +8,27 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
                                                       units; remove what the previous manifest
                                                       of NAME had and this one drops; run the
                                                       restart plan; print one summary line
-    outpost-apply remove NAME TOKEN                  undo everything manifest NAME set up,
-                                                      unless a successor (other TOKEN) owns it
+    outpost-apply remove NAME TOKEN                  undo what manifest NAME set up, unless a
+                                                      successor (other TOKEN) owns it; its users
+                                                      stay, locked, with their data unless the
+                                                      manifest says purge
     outpost-apply restart NAME                       run stored manifest NAME's restart plan now
     outpost-apply switch GROUP                       flip a blue-green group to its other slot
     outpost-apply status                             list the stored manifests
 
 The manifest format and the exact behaviour are documented in docs/manifest.md of the outpost
-repository. Python 3 standard library only; every external command runs from an argv list,
-every wait is bounded, failures end in one paragraph on stderr and a non-zero exit.
+repository. Service users own their homes and are not trusted: every file operation walks its
+path from / with one directory fd per level (O_NOFOLLOW | O_DIRECTORY) and acts on those fds
+(dir_fd, fchown, fchmod), refusing symlinks and foreign-owned directories (see Agent.open_dir).
+An apply records the work it owes (restarts, daemon-reloads, leftovers) in its state before it
+changes any file, so a run that fails or is cut off at any step converges on the next one.
+Python 3 standard library only; every external command runs from an argv list, every wait is
+bounded, failures end in one paragraph on stderr and a non-zero exit.
 """
 
 import base64
 import contextlib
+import errno
 import fcntl
 import grp
 import hashlib
@@ -29,13 +37,13 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shlex
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -49,6 +57,9 @@ PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|path|target|mount)$")
 MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
 STAGED_RE = re.compile(r"\{staged:([^}]*)\}")
+PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+PEM_KEY_RE = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+NOLOGIN = "/usr/sbin/nologin"
 USER_MARK = "outpost"  # GECOS comment of users the agent created; only those are ever deleted
 STRATEGIES = ("restart", "reload", "rolling", "blue-green")
 SYSTEM_UNIT_DIRS = ("/etc/systemd/system/", "/usr/local/lib/systemd/system/",
@@ -60,6 +71,9 @@ LOCK_WAIT = 1800          # another apply on this host may be in the middle of a
 USER_MANAGER_WAIT = 90    # loginctl enable-linger → user@UID.service and its bus are up
 SETTLE_CHECKS = 2          # rolling: proxy health-check intervals to wait between instances
 DRAIN_WAIT = 30           # haproxy: seconds to wait for a drained server's sessions to end
+MAX_SYMLINKS = 40         # root-made symlinks followed on one path (/lib -> usr/lib, ...)
+ANY_USER = -1            # open_dir: accept directories of any one non-root owner (rmdir only)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 COMMAND_TIMEOUT = 300
 APT_TIMEOUT = 1800
 
@@ -171,8 +185,10 @@ def check_user(u, where):
     u.setdefault("home", f"/home/{u['name']}")
     u.setdefault("linger", False)
     u.setdefault("system", True)
-    u.setdefault("shell", "/usr/sbin/nologin")
-    return check_path(u["home"], where)
+    u.setdefault("shell", NOLOGIN)
+    u.setdefault("purge", False)
+    problems = [f"{where}: purge must be true or false"] if not isinstance(u["purge"], bool) else []
+    return problems + check_path(u["home"], where)
 
 
 def check_scope(scope, where):
@@ -293,6 +309,22 @@ def owned_units(manifest):
     return list(dict.fromkeys(pairs))
 
 
+def stored_manifest(state):
+    """What the stored state of a NAME says is on the host: its manifest plus, when an apply
+    failed before dropping them, the leftovers of the manifest before it."""
+    if not state:
+        return {"files": [], "units": [], "restart": [], "users": []}
+    m, left = state["manifest"], state.get("leftover")
+    if not left:
+        return m
+    files = {f["path"]: f for f in left["files"]} | {f["path"]: f for f in m["files"]}
+    units = {(u["scope"], u["unit"]): u for u in left["units"]} | {(u["scope"], u["unit"]): u for u in m["units"]}
+    groups = {g["group"]: g for g in left["restart"]} | {g["group"]: g for g in m["restart"]}
+    users = {u["name"]: u for u in left.get("users", [])} | {u["name"]: u for u in m.get("users", [])}
+    return {**m, "files": list(files.values()), "units": list(units.values()),
+            "restart": list(groups.values()), "users": list(users.values())}
+
+
 def by_scope(pairs):
     """Group (scope, unit) pairs into [(scope, [unit, ...])], keeping order."""
     groups = {}
@@ -360,6 +392,76 @@ def haproxy_sessions(sock_path, backend, server):
 
 
 # ---------------------------------------------------------------------------------------------
+# Directory fds: the pieces the agent's file operations are built from
+
+class Dir:
+    """An open directory (fd for *at() calls), its host path, and the non-root uid that owns a
+    directory on the way to it (None: every directory on the path belongs to root)."""
+
+    def __init__(self, fd, path, user):
+        self.fd, self.path, self.user = fd, path, user
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Staged:
+    """A staging copy: the target's Dir, the staging dir's name and fd, and the path of the copy
+    (what a validate step's {staged:PATH} becomes)."""
+
+    def __init__(self, host_path, directory, stage_dir, stage_fd, path, data=b""):
+        self.host_path, self.dir, self.stage_dir, self.stage_fd, self.path = \
+            host_path, directory, stage_dir, stage_fd, path
+        self.has_cert = PEM_CERT in data                  # checked before commit: see
+        self.has_key = bool(PEM_KEY_RE.search(data))      # Agent.check_certificates
+
+
+def stage_name():
+    return f".outpost-stage-{secrets.token_hex(8)}"
+
+
+def open_at(dir_fd, name, shown, flags, mode=0o777):
+    """os.open relative to dir_fd; a symlink or a non-directory where one is expected is an
+    AgentError naming the host path."""
+    try:
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise AgentError(f"refusing {shown}: it is a symlink or not a directory") from None
+        if e.errno == errno.EEXIST:
+            raise AgentError(f"refusing {shown}: it appeared while the agent was creating it") from None
+        raise
+
+
+def only_root_writes(st):
+    """A directory whose entries only root can change (a symlink in it was made by root)."""
+    return st.st_uid == 0 and not st.st_mode & 0o002 and (st.st_gid == 0 or not st.st_mode & 0o020)
+
+
+def inside_home_of(uid, host_path):
+    try:
+        home = os.path.normpath(pwd.getpwuid(uid).pw_dir)
+    except KeyError:
+        return False
+    return home != "/" and (host_path == home or host_path.startswith(home + "/"))
+
+
+def uid_of(user):
+    try:
+        return pwd.getpwnam(user).pw_uid if user else None
+    except KeyError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
 # The agent: everything with side effects
 
 class Agent:
@@ -371,13 +473,19 @@ class Agent:
         self.runner = run
         self.log_to = log
         self.ready_managers = set()
+        self.live_stages = set()  # (dir, name) of this run's staging dirs: never swept
 
     # -- basics --------------------------------------------------------------------------------
     def path(self, host_path):
         return self.root + host_path
 
     def log(self, message):
-        print(f"  {message}", file=self.log_to, flush=True)
+        """Progress on stderr. A closed pipe (the SSH session dropped) must not stop an apply
+        halfway: the line is lost, the work goes on."""
+        try:
+            print(f"  {message}", file=self.log_to, flush=True)
+        except OSError:
+            pass
 
     def run(self, argv, check=True, **kwargs):
         code, output, stdout = self.runner(argv, **kwargs)
@@ -420,7 +528,10 @@ class Agent:
         os.makedirs(os.path.dirname(self.path(host_path)), mode=0o700, exist_ok=True)
         staged = self.stage(host_path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(),
                             0o600, 0, 0)
-        self.commit(staged)
+        try:
+            self.commit(staged)
+        finally:
+            self.discard([staged])
 
     # -- files -----------------------------------------------------------------------------------
     def ids(self, owner, group, what):
@@ -429,59 +540,211 @@ class Agent:
         except KeyError:
             raise AgentError(f"{what}: owner {owner}:{group} does not exist on this host") from None
 
-    def differs(self, host_path, data, mode, uid, gid):
+    # Every file operation below walks its path from the root one directory fd at a time
+    # (O_NOFOLLOW | O_DIRECTORY) and then acts on that fd (mkdir/open/rename/unlink with dir_fd,
+    # fchown, fchmod), never by path: a service user who owns its home can swap any directory
+    # there for a symlink at any moment, and root must not follow it (see open_dir).
+    def open_dir(self, host_dir, owner_uid=None, create=None, created=None):
+        """Open host_dir for *at() calls; return a Dir, or None when it is missing and create is
+        None. create=(uid, gid): missing directories are made (mkdir with dir_fd, opened
+        O_NOFOLLOW, then fchown/fchmod 0755) and their paths appended to `created`.
+
+        A symlink is followed only when root made it in a directory only root can write
+        (/lib -> usr/lib). A directory not owned by root is accepted only when it belongs to
+        owner_uid (the owner of the file being handled) or lies inside its owner's home, and all
+        such directories on the path belong to one user; anything else is an AgentError naming
+        the path, raised before anything there is touched."""
+        path = host_dir
+        for _ in range(MAX_SYMLINKS):
+            result = self._walk(path, owner_uid, create, created)
+            if not isinstance(result, str):
+                return result
+            path = result  # a trusted symlink: walk its target from the root again
+        raise AgentError(f"{host_dir}: too many levels of symlinks")
+
+    def _walk(self, host_dir, owner_uid, create, created):
+        fd = os.open(self.root or "/", DIR_FLAGS)
+        here, user, parent = "/", None, os.fstat(fd)
+        parts = [p for p in host_dir.split("/") if p]
         try:
-            st = os.lstat(self.path(host_path))
+            for i, name in enumerate(parts):
+                here = os.path.join(here, name)
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    if create is None:
+                        os.close(fd)
+                        return None
+                    nfd = self._make_dir(fd, name, here, create)
+                    created.append(here)
+                    self.log(f"created {here}/")
+                else:
+                    if stat.S_ISLNK(st.st_mode):
+                        if user is None and st.st_uid == 0 and only_root_writes(parent):
+                            target = os.readlink(name, dir_fd=fd)
+                            base = target if target.startswith("/") else os.path.join(os.path.dirname(here), target)
+                            return os.path.normpath(os.path.join(base, *parts[i + 1:]))
+                        raise AgentError(f"refusing {here}: it is a symlink (owned by uid {st.st_uid}); "
+                                         "the agent never follows a link a non-root user could have made")
+                    if not stat.S_ISDIR(st.st_mode):
+                        raise AgentError(f"refusing {here}: it is not a directory")
+                    nfd = open_at(fd, name, here, DIR_FLAGS)
+                os.close(fd)
+                fd, parent = nfd, os.fstat(nfd)
+                user = self.check_dir_owner(here, parent, user, owner_uid)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Dir(fd, host_dir, user)
+
+    @staticmethod
+    def _make_dir(fd, name, here, owner, mode=0o755):
+        """mkdir name in fd (root-only at first), open it without following links, fchown, fchmod."""
+        try:
+            os.mkdir(name, 0o700, dir_fd=fd)
+        except FileExistsError:
+            raise AgentError(f"refusing {here}: it appeared while the agent was creating it") from None
+        nfd = open_at(fd, name, here, DIR_FLAGS)
+        st = os.fstat(nfd)
+        if st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o077:
+            os.close(nfd)
+            raise AgentError(f"refusing {here}: it was replaced while the agent was creating it")
+        os.fchown(nfd, *owner)
+        os.fchmod(nfd, mode)
+        return nfd
+
+    @staticmethod
+    def check_dir_owner(here, st, user, owner_uid):
+        """The non-root owner seen on the path so far, or an AgentError for a foreign one."""
+        if st.st_uid == 0:
+            return user
+        if user in (None, st.st_uid) and (owner_uid in (st.st_uid, ANY_USER) or inside_home_of(st.st_uid, here)):
+            return st.st_uid
+        raise AgentError(f"refusing {here}: it belongs to uid {st.st_uid}, who neither owns what the "
+                         "agent is writing there nor has its home there")
+
+    def entry(self, host_path, owner_uid=None):
+        """(Dir of the parent or None, file name, lstat of the entry or None). A symlink in a
+        directory a non-root user owns is refused."""
+        d = self.open_dir(os.path.dirname(host_path), owner_uid)
+        name = os.path.basename(host_path)
+        if d is None:
+            return None, name, None
+        try:
+            st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
         except FileNotFoundError:
+            return d, name, None
+        except BaseException:
+            d.close()
+            raise
+        if stat.S_ISLNK(st.st_mode) and d.user is not None:
+            d.close()
+            raise AgentError(f"refusing {host_path}: it is a symlink in a directory uid {d.user} owns")
+        return d, name, st
+
+    def read_file(self, host_path, owner_uid=None):
+        """The bytes of a regular file (read without following links), or None."""
+        d, name, st = self.entry(host_path, owner_uid)
+        if d is None:
+            return None
+        with d:
+            if st is None or not stat.S_ISREG(st.st_mode):
+                return None
+            fd = open_at(d.fd, name, host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read()
+
+    def differs(self, host_path, data, mode, uid, gid):
+        d, name, st = self.entry(host_path, uid)
+        if d is None:
+            return True
+        d.close()
+        if st is None:
             return True
         if stat.S_ISDIR(st.st_mode):
             raise AgentError(f"{host_path} is a directory, but the manifest ships a file there")
         if not stat.S_ISREG(st.st_mode) or (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (mode, uid, gid) \
                 or st.st_size != len(data):
             return True
-        with open(self.path(host_path), "rb") as fh:
-            return fh.read() != data
+        return self.read_file(host_path, uid) != data
 
-    def make_parents(self, host_path, uid, gid, created):
-        """Create the missing parent directories of host_path (0755, owned like the file)."""
-        missing, parent = [], os.path.dirname(host_path)
-        while not os.path.isdir(self.path(parent)):
-            missing.append(parent)
-            parent = os.path.dirname(parent)
-        for d in reversed(missing):
-            os.mkdir(self.path(d), 0o755)
-            os.chown(self.path(d), uid, gid)
-            created.append(d)
-            self.log(f"created {d}/")
+    def stage(self, host_path, data, mode, uid, gid, created=None):
+        """Write data to a staging copy with the same file name in a new root-only directory
+        beside host_path (its missing parents are created, owned like the file, and appended to
+        `created`); return a Staged whose `path` is what validate steps see."""
+        d = self.open_dir(os.path.dirname(host_path), uid, create=(uid, gid),
+                          created=created if created is not None else [])
+        try:
+            self.sweep_stale_stages(d)
+        except BaseException:
+            d.close()
+            raise
+        stage_dir, name = stage_name(), os.path.basename(host_path)
+        self.live_stages.add((d.path, stage_dir))
+        try:
+            sfd = self._make_dir(d.fd, stage_dir, os.path.join(os.path.dirname(host_path), stage_dir),
+                                 (0, 0), 0o700)
+        except BaseException:
+            d.close()
+            raise
+        staged = Staged(host_path, d, stage_dir, sfd, self.path(os.path.join(d.path, stage_dir, name)), data)
+        try:
+            fd = open_at(sfd, name, staged.path,
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchown(fh.fileno(), uid, gid)
+                os.fchmod(fh.fileno(), mode)
+                os.fsync(fh.fileno())
+        except BaseException:
+            self.discard([staged])
+            raise
+        return staged
 
-    def stage(self, host_path, data, mode, uid, gid):
-        """Write data to a staging copy with the same file name beside host_path."""
-        stage_dir = tempfile.mkdtemp(prefix=".outpost-stage-", dir=os.path.dirname(self.path(host_path)))
-        staged = os.path.join(stage_dir, os.path.basename(host_path))
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chown(staged, uid, gid)
-        os.chmod(staged, mode)
-        return host_path, staged
+    def sweep_stale_stages(self, d):
+        """Remove the staging dirs an agent killed mid-apply (SIGKILL, power loss) left in d: only
+        root-owned 0700 `.outpost-stage-*` dirs that are not this run's, emptied relative to
+        their fd. Agents serialize on the lock, so no other run is staging here now."""
+        for entry in os.listdir(d.fd):
+            if not entry.startswith(".outpost-stage-") or (d.path, entry) in self.live_stages:
+                continue
+            st = os.stat(entry, dir_fd=d.fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or stat.S_IMODE(st.st_mode) != 0o700:
+                continue
+            sfd = open_at(d.fd, entry, os.path.join(d.path, entry), DIR_FLAGS)
+            try:
+                for inner in os.listdir(sfd):
+                    if not stat.S_ISDIR(os.stat(inner, dir_fd=sfd, follow_symlinks=False).st_mode):
+                        os.unlink(inner, dir_fd=sfd)
+            finally:
+                os.close(sfd)
+            with contextlib.suppress(OSError):
+                os.rmdir(entry, dir_fd=d.fd)
+                self.log(f"removed {os.path.join(d.path, entry)}/, left by an interrupted apply")
 
     def commit(self, staged):
-        host_path, staged_path = staged
-        os.rename(staged_path, self.path(host_path))
-        os.rmdir(os.path.dirname(staged_path))
+        """Rename the staged copy over its target, both named relative to directory fds."""
+        name = os.path.basename(staged.host_path)
+        os.rename(name, name, src_dir_fd=staged.stage_fd, dst_dir_fd=staged.dir.fd)
+        self.discard([staged])
 
-    @staticmethod
-    def discard(staged_list):
-        """Remove staging copies that were not committed (and their staging dirs)."""
-        for _, staged_path in staged_list:
-            try:
-                if os.path.lexists(staged_path):
-                    os.unlink(staged_path)
-                os.rmdir(os.path.dirname(staged_path))
-            except OSError:
-                pass
+    def discard(self, staged_list):
+        """Remove staging copies that were not committed and their staging dirs; close the fds."""
+        for s in staged_list:
+            if s.stage_fd is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.basename(s.host_path), dir_fd=s.stage_fd)
+            with contextlib.suppress(OSError):
+                mine = os.fstat(s.stage_fd)
+                now = os.stat(s.stage_dir, dir_fd=s.dir.fd, follow_symlinks=False)
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.rmdir(s.stage_dir, dir_fd=s.dir.fd)
+            os.close(s.stage_fd)
+            s.stage_fd = None
+            self.live_stages.discard((s.dir.path, s.stage_dir))
+            s.dir.close()
 
     def stage_files(self, files, created_dirs):
         """Stage every file whose content, mode or owner differs; return [(path, staged)]."""
@@ -491,8 +754,11 @@ class Agent:
                 data, mode = file_bytes(f), int(f["mode"], 8)
                 uid, gid = self.ids(f["owner"], f["group"], f["path"])
                 if self.differs(f["path"], data, mode, uid, gid):
-                    self.make_parents(f["path"], uid, gid, created_dirs)
-                    staged.append(self.stage(f["path"], data, mode, uid, gid))
+                    try:
+                        staged.append(self.stage(f["path"], data, mode, uid, gid, created_dirs))
+                    except OSError as e:
+                        raise AgentError(f"could not stage {f['path']}: {e.strerror}; nothing was "
+                                         "changed") from None
         except BaseException:
             self.discard(staged)
             raise
@@ -500,7 +766,7 @@ class Agent:
 
     def validate(self, steps, staged):
         """Run every validate step against the staged copies; raise on the first failure."""
-        staged_of = dict(staged)
+        staged_of = {s.host_path: s.path for s in staged}
         for step in steps:
             argv = [STAGED_RE.sub(lambda m: staged_of.get(m.group(1), self.path(m.group(1))), a)
                     for a in step["argv"]]
@@ -509,28 +775,84 @@ class Agent:
                 raise AgentError(f"validation failed, no file was changed: `{shlex.join(step['argv'])}` "
                                  f"exited {code}: {one_line(output)}")
 
-    def remove_file(self, host_path):
-        try:
-            os.unlink(self.path(host_path))
-        except FileNotFoundError:
+    def check_certificates(self, staged):
+        """Before certificates or keys replace the live ones: every staged certificate must not
+        be expired, and its key (in the same file, a HAProxy/Caddy bundle, or in NAME.key beside
+        NAME.crt) must match it. `openssl` reads the key from its 0600 staged file: the key never
+        reaches argv, and openssl's own words about a key are never quoted."""
+        staged_at = {s.host_path: s.path for s in staged}
+
+        def current(host_path):  # the staged copy, or the live file, or None
+            return staged_at.get(host_path) or (host_path if self.read_file(host_path) is not None else None)
+
+        for s in staged:
+            stem, ext = os.path.splitext(s.host_path)
+            if s.has_cert:
+                pairs = [(s.path, s.path if s.has_key else current(stem + ".key") if ext == ".crt" else None)]
+            elif s.has_key and ext == ".key":
+                cert = current(stem + ".crt")
+                pairs = [(cert if cert in staged_at.values() else self.path(cert), s.path)] if cert else []
+            else:
+                continue
+            for cert, key in pairs:
+                if cert == s.path:
+                    code, output, _ = self.run(["openssl", "x509", "-noout", "-checkend", "0", "-in", cert],
+                                               check=False)
+                    if code != 0:
+                        raise AgentError(f"refusing {s.host_path}: its certificate is expired or unreadable "
+                                         f"({one_line(output, 300)}); nothing was changed")
+                if key is None:
+                    continue
+                key = key if key in staged_at.values() else self.path(key)
+                _, cert_pub, _ = self.run(["openssl", "x509", "-noout", "-pubkey", "-in", cert], check=False)
+                code, _, key_pub = self.run(["openssl", "pkey", "-pubout", "-in", key], check=False)
+                if code != 0 or not key_pub.strip() or key_pub.strip() != cert_pub.strip():
+                    raise AgentError(f"refusing {s.host_path}: the private key "
+                                     + ("cannot be read" if code != 0 else "does not match the certificate")
+                                     + "; nothing was changed")
+
+    def remove_file(self, host_path, owner=None):
+        """Unlink host_path relative to its parent's fd; True when something was removed."""
+        d, name, st = self.entry(host_path, uid_of(owner))
+        if d is None:
             return False
+        with d:
+            if st is None:
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                raise AgentError(f"{host_path} is a directory, not the file outpost wrote there")
+            os.unlink(name, dir_fd=d.fd)
         self.log(f"removed {host_path}")
         return True
 
     def remove_empty_dirs(self, dirs):
-        """rmdir each dir that is empty, deepest first; return those removed."""
+        """rmdir each dir that is empty, deepest first (relative to its parent's fd); return
+        those removed or already gone."""
         removed = []
-        for d in sorted(set(dirs), key=lambda p: (-p.count("/"), p)):
-            try:
-                os.rmdir(self.path(d))
-            except FileNotFoundError:
-                removed.append(d)
-            except OSError:
+        for path in sorted(set(dirs), key=lambda p: (-p.count("/"), p)):
+            # only an empty directory goes, and never through a link: any one owner will do
+            d, name, st = self.entry(path, ANY_USER)
+            if d is None or st is None:
+                removed.append(path)
                 continue
-            else:
-                removed.append(d)
-                self.log(f"removed {d}/")
+            with d:
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                try:
+                    os.rmdir(name, dir_fd=d.fd)
+                except OSError:
+                    continue
+            removed.append(path)
+            self.log(f"removed {path}/")
         return removed
+
+    def check_paths(self, files):
+        """Walk the parent of every file (nothing created) so that a planted symlink or foreign
+        directory is refused before anything is touched."""
+        for f in files:
+            d, _, _ = self.entry(f["path"], uid_of(f.get("owner")))
+            if d is not None:
+                d.close()
 
     def unit_scope(self, host_path):
         """The systemd scope whose daemon-reload picks up host_path, or None."""
@@ -563,7 +885,12 @@ class Agent:
         created = []
         for u in users:
             try:
-                pwd.getpwnam(u["name"])
+                pw = pwd.getpwnam(u["name"])
+                if pw.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
+                    # kept by an earlier removal: this manifest takes the user and its data back
+                    self.run(["usermod", "--unlock", "--expiredate", "", "--shell", u["shell"], u["name"]])
+                    created.append(u["name"])
+                    self.log(f"unlocked user {u['name']}")
             except KeyError:
                 argv = ["useradd", "--create-home", "--home-dir", u["home"], "--shell", u["shell"],
                         "--comment", USER_MARK, "--user-group"]
@@ -607,17 +934,16 @@ class Agent:
         changed = 0
         for d in dirs:
             uid, gid = self.ids(d["owner"], d["group"], d["path"])
-            real, mode = self.path(d["path"]), int(d["mode"], 8)
-            if not os.path.isdir(real):
-                self.make_parents(d["path"], 0, 0, created_dirs)
-                os.mkdir(real, mode)
-                created_dirs.append(d["path"])
-            else:
-                st = os.stat(real)
+            mode = int(d["mode"], 8)
+            handle = self.open_dir(d["path"], uid)
+            if handle is None:
+                handle = self.open_dir(d["path"], uid, create=(0, 0), created=created_dirs)
+            with handle:
+                st = os.fstat(handle.fd)
                 if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid):
                     continue
-            os.chown(real, uid, gid)
-            os.chmod(real, mode)
+                os.fchown(handle.fd, uid, gid)
+                os.fchmod(handle.fd, mode)
             self.log(f"set up {d['path']}/")
             changed += 1
         return changed
@@ -712,13 +1038,14 @@ class Agent:
             raise AgentError(f"haproxy refused to ready {d['backend']}/{d['server']}: {one_line(answer)}")
         self.log(f"{d['backend']}/{d['server']} is ready again at haproxy")
 
-    def rolling(self, group, fresh):
+    def rolling(self, group, fresh, touched):
         """Restart instances one at a time; stop at the first that does not become healthy."""
         acted = False
         for i, inst in enumerate(group["instances"]):
             drain = inst["drain"] if (group["scope"], inst["unit"]) not in fresh else None
             if drain:
                 self.drain(drain)
+            touched.append(inst)
             last = self.restart_and_check(group, inst, fresh)
             acted = acted or (group["scope"], inst["unit"]) not in fresh
             if last is not None:
@@ -750,11 +1077,12 @@ class Agent:
     def bluegreen_file(self, group_name):
         return f"{STATE_DIR}/bluegreen/{group_name}.json"
 
-    def blue_green(self, group, fresh, manifest_name):
+    def blue_green(self, group, fresh, manifest_name, touched):
         """Restart the idle slot, health-check it, then switch the proxy to it."""
         state = self.load_json(self.bluegreen_file(group["group"])) or {}
         a, b = group["instances"]
         target = b if state.get("live") == a["unit"] else a
+        touched.append(target)
         last = self.restart_and_check(group, target, fresh)
         if last is not None:
             raise AgentError(
@@ -768,13 +1096,7 @@ class Agent:
         sw = group["switch"]
         content = sw["template"].replace("{port}", str(inst.get("port"))).replace("{unit}", inst["unit"])
         uid, gid = self.ids(sw["owner"], sw["group"], sw["path"])
-        created = []
-        self.make_parents(sw["path"], uid, gid, created)
-        try:
-            with open(self.path(sw["path"]), "rb") as fh:
-                before = fh.read()
-        except FileNotFoundError:
-            before = None
+        before = self.read_file(sw["path"], uid)
         self.write_validated(sw, content.encode(), uid, gid)
         code, output, _ = self.run(sw["reload"], check=False)
         if code != 0:
@@ -806,14 +1128,17 @@ class Agent:
         except (FileNotFoundError, ValueError):
             return None
 
-    def run_group(self, group, fresh, manifest_name):
-        """Run one restart group; return True when something was restarted or switched."""
+    def run_group(self, group, fresh, manifest_name, touched=None):
+        """Run one restart group; return True when something was restarted or switched. The
+        instances that now run (or may run) the new files are appended to `touched`."""
+        touched = [] if touched is None else touched
         strategy, units = group["strategy"], [i["unit"] for i in group["instances"]
                                               if (group["scope"], i["unit"]) not in fresh]
         if strategy == "rolling":
-            return self.rolling(group, fresh)
+            return self.rolling(group, fresh, touched)
         if strategy == "blue-green":
-            return self.blue_green(group, fresh, manifest_name)
+            return self.blue_green(group, fresh, manifest_name, touched)
+        touched.extend(group["instances"])
         if units:
             # reload: try-reload-or-restart leaves a stopped unit stopped (a proxy whose
             # certificates arrive before its first start) instead of failing.
@@ -848,55 +1173,102 @@ class Agent:
             return self.apply_locked(name, token, manifest)
 
     def apply_locked(self, name, token, manifest):
+        """Apply so that a failure at any step converges on the next run: the state records the
+        work still owed (restart groups, daemon-reloads, the previous manifest's leftovers)
+        before the files change, and is saved again after each step that pays some of it."""
         previous = self.load_state(name)
-        old = previous["manifest"] if previous else {"files": [], "units": [], "restart": []}
+        old = stored_manifest(previous)
         created_dirs = list(previous.get("created_dirs", [])) if previous else []
-        changed = len(self.ensure_packages(manifest["packages"]))
-        changed += len(self.ensure_users(manifest["users"]))
-        changed += self.ensure_dirs(manifest["dirs"], created_dirs)
-        changed_paths = self.write_files(manifest, created_dirs)
-        removed_paths, removed = self.drop_leftovers(name, old, manifest, created_dirs)
-        self.daemon_reload(changed_paths + removed_paths)
-        # record what is on disk now, so that a failure below is retried and remove finds it
-        todo = groups_to_restart(manifest, previous, changed_paths)
         state = {"format": 1, "name": name, "token": previous["token"] if previous else token,
-                 "manifest": mask(manifest), "created_dirs": sorted(set(created_dirs)),
-                 "pending": [g["group"] for g in todo]}
-        self.save_json(self.state_path(name), state)
-        actions, fresh = self.ensure_units(manifest["units"])
-        restarted = self.run_restarts(name, todo, fresh, state)
-        self.save_json(self.state_path(name), {**state, "token": token, "pending": []})
+                 "manifest": previous["manifest"] if previous else mask(manifest),
+                 "leftover": previous.get("leftover") if previous else None,
+                 "created_dirs": created_dirs, "pending": list(previous.get("pending", [])) if previous else [],
+                 "reload": list(previous.get("reload", [])) if previous else []}
+        if previous is None:
+            self.save_state(name, state)  # a first apply that fails is still recorded: remove undoes it
+        try:
+            changed = len(self.ensure_packages(manifest["packages"]))
+            changed += len(self.ensure_users(manifest["users"]))
+            changed += self.ensure_dirs(manifest["dirs"], created_dirs)
+            staged = self.stage_and_validate(manifest, created_dirs)
+            try:
+                changed_paths = [s.host_path for s in staged]
+                todo = groups_to_restart(manifest, previous, changed_paths)
+                keep = {f["path"] for f in manifest["files"]} | self.paths_of_others(name)
+                dropping = [f["path"] for f in old["files"] if f["path"] not in keep]
+                reload = set(state["reload"]) | {p for p in changed_paths + dropping if self.unit_scope(p)}
+                # owed from here on: what a re-run must do even when it finds every file in place
+                state.update(manifest=mask(manifest), leftover=old if old["files"] or old["restart"] else None,
+                             pending=[g["group"] for g in todo], reload=sorted(reload))
+                # what a failed restart puts back: the previous version of its changed files
+                owed = {p for g in todo for p in g["when"]} & set(changed_paths)
+                before = self.snapshot([f for f in manifest["files"] if f["path"] in owed])
+                self.save_state(name, state)
+                for s in staged:
+                    try:
+                        self.commit(s)
+                    except OSError as e:
+                        raise AgentError(f"could not write {s.host_path}: {e.strerror}; the next "
+                                         "apply finishes this one") from None
+                    self.log(f"wrote {s.host_path}")
+            finally:
+                self.discard(staged)
+            _, removed = self.drop_leftovers(name, old, manifest, created_dirs)
+            state["leftover"] = None
+            self.save_state(name, state)
+            self.daemon_reload(state["reload"])
+            state["reload"] = []
+            self.save_state(name, state)
+            actions, fresh = self.ensure_units(manifest["units"])
+            restarted = self.run_restarts(name, todo, fresh, state, before)
+            state.update(token=token, pending=[])
+            self.save_state(name, state)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.save_state(name, state)  # best effort: the dirs created so far are known
+            raise
         line = summary(name, changed + len(changed_paths) + actions, removed, restarted)
-        print(line, flush=True)
+        self.say(line)
         return line
 
-    def write_files(self, manifest, created_dirs):
-        """Stage the files that differ, validate the staged copies, then move them into place;
-        return their paths. A failed validation leaves every file as it was."""
+    def save_state(self, name, state):
+        try:
+            self.save_json(self.state_path(name), {**state, "created_dirs": sorted(set(state["created_dirs"]))})
+        except OSError as e:
+            raise AgentError(f"could not save the state of {name} in {STATE_DIR}: {e.strerror}; "
+                             "the next apply finishes this one") from None
+
+    def say(self, line):
+        """The final line on stdout; a deployer that went away (closed pipe) does not undo the work."""
+        try:
+            print(line, flush=True)
+        except OSError:
+            pass
+
+    def stage_and_validate(self, manifest, created_dirs):
+        """Stage the files that differ and validate the staged copies; return the Staged list
+        (the caller commits and discards). A failed validation leaves every file as it was."""
         dirs_before = list(created_dirs)
         staged = self.stage_files(manifest["files"], created_dirs)
         try:
+            self.check_certificates(staged)
             self.validate(manifest["validate"] if staged else [], staged)
-        except AgentError:
+        except BaseException:
             self.discard(staged)
             self.remove_empty_dirs([d for d in created_dirs if d not in dirs_before])
             raise
-        try:
-            for s in staged:
-                self.commit(s)
-                self.log(f"wrote {s[0]}")
-        finally:
-            self.discard(staged)
-        return [s[0] for s in staged]
+        return staged
 
     def drop_leftovers(self, name, old, manifest, created_dirs):
         """Stop units, remove files, switch files and created dirs that the previous manifest
         had and this one drops; return (removed file paths, number of things removed)."""
         new_units = set(owned_units(manifest))
-        self.stop_units([p for p in owned_units(old) if p not in new_units])
         keep = {f["path"] for f in manifest["files"]} | self.paths_of_others(name)
-        paths = [f["path"] for f in old["files"] if f["path"] not in keep]
-        removed = sum(self.remove_file(p) for p in paths)
+        dropped = [f for f in old["files"] if f["path"] not in keep]
+        self.check_paths(dropped)
+        self.stop_units([p for p in owned_units(old) if p not in new_units])
+        paths = [f["path"] for f in dropped]
+        removed = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
         new_groups = {g["group"] for g in manifest["restart"]}
         removed += sum(self.forget_group(g) for g in old["restart"] if g["group"] not in new_groups)
         needed = {d["path"] for d in manifest["dirs"]} | {os.path.dirname(f["path"]) for f in manifest["files"]}
@@ -905,17 +1277,78 @@ class Agent:
         created_dirs[:] = [d for d in created_dirs if d not in gone]
         return paths, removed + len(gone)
 
-    def run_restarts(self, name, todo, fresh, state):
-        """Run the restart groups in order; on failure, store the rest as pending and re-raise."""
+    def run_restarts(self, name, todo, fresh, state, before=None):
+        """Run the restart groups in order; after each, store the rest as pending. A group that
+        fails gets its previous files back (`before`: path → what was on disk before this
+        apply) and the instances it touched restarted or reloaded with them; the error says so."""
         restarted = []
         for i, group in enumerate(todo):
+            touched = []
             try:
-                if self.run_group(group, fresh, name):
+                if self.run_group(group, fresh, name, touched):
                     restarted.append((group["group"], group["strategy"]))
-            except AgentError:
-                self.save_json(self.state_path(name), {**state, "pending": state["pending"][i:]})
-                raise
+            except AgentError as e:
+                raise AgentError(f"{e}{self.revert_group(group, touched, before or {})}") from None
+            state["pending"] = [g["group"] for g in todo[i + 1:]]
+            self.save_state(name, state)
         return restarted
+
+    def snapshot(self, files):
+        """What is on disk now at each file's path: (bytes or None, mode, uid, gid); for put_back."""
+        taken = {}
+        for f in files:
+            path, uid = f["path"], uid_of(f["owner"])
+            d, _, st = self.entry(path, uid)
+            if d is not None:
+                d.close()
+            taken[path] = (None, 0, 0, 0) if st is None or not stat.S_ISREG(st.st_mode) else \
+                (self.read_file(path, uid), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        return taken
+
+    def put_back(self, path, previous):
+        data, mode, uid, gid = previous
+        if data is None:
+            self.remove_file(path)
+            return
+        staged = self.stage(path, data, mode, uid, gid)
+        try:
+            self.commit(staged)
+        finally:
+            self.discard([staged])
+        self.log(f"put back the previous {path}")
+
+    def revert_group(self, group, touched, before):
+        """After a failed restart, reload or health check: put the group's previous files back
+        and restart (reload) the instances that may run the new ones, so the whole service is on
+        the old version; return the clause the error gets. Best effort: it never raises."""
+        paths = [p for p in group["when"] if p in before]
+        if not paths:
+            return ""
+        try:
+            for p in paths:
+                self.put_back(p, before[p])
+            self.daemon_reload([p for p in paths if self.unit_scope(p)])
+            problems = []
+            if group["strategy"] == "reload":
+                code, output, _ = self.systemctl(group["scope"], "try-reload-or-restart",
+                                                 *[i["unit"] for i in touched], check=False)
+                if code != 0:
+                    problems.append(f"reloading again failed too: {one_line(output, 300)}")
+            else:
+                for inst in touched:
+                    code, output, _ = self.systemctl(group["scope"], "restart", inst["unit"], check=False)
+                    last = self.wait_healthy(group, inst) if code == 0 else one_line(output, 300)
+                    if last is not None:
+                        problems.append(f"{inst['unit']} is not healthy on it either ({last})")
+                    elif inst.get("drain") and group["strategy"] == "rolling":
+                        self.undrain(inst["drain"])
+        except AgentError as e:
+            problems = [str(e)]
+        verb = "reloaded" if group["strategy"] == "reload" else "restarted"
+        units = ", ".join(i["unit"] for i in touched) or "nothing"
+        return (f"; the previous {', '.join(paths)} {'was' if len(paths) == 1 else 'were'} put back and "
+                f"{units} {verb} with {'it' if len(paths) == 1 else 'them'}"
+                + (f", but {'; '.join(problems)}" if problems else ""))
 
     def paths_of_others(self, name):
         return {f["path"] for s in self.other_states(name) for f in s["manifest"]["files"]}
@@ -938,24 +1371,30 @@ class Agent:
         elif state.get("token") != token:
             line = f"outpost {name}: a successor owns {name} (the stored token differs), nothing removed"
         else:
-            m, others = state["manifest"], self.other_states(name)
+            m, others = stored_manifest(state), self.other_states(name)
             units = owned_units(m)
-            self.stop_units(units)
             keep = {f["path"] for s in others for f in s["manifest"]["files"]}
-            paths = [f["path"] for f in m["files"] if f["path"] not in keep]
-            count = sum(self.remove_file(p) for p in paths)
+            dropped = [f for f in m["files"] if f["path"] not in keep]
+            self.check_paths(dropped)  # a planted symlink is refused before anything is touched
+            self.stop_units(units)
+            paths = [f["path"] for f in dropped]
+            count = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
             count += sum(self.forget_group(g) for g in m["restart"])
             self.daemon_reload(paths, wait=False)
             self.reload_host_units(m, units, paths)
             listed = {u["name"] for s in others for u in s["manifest"]["users"]}
-            users = [u["name"] for u in m["users"] if u["name"] not in listed and self.delete_user(u["name"])]
+            retired = [(u["name"], self.retire_user(u["name"], u.get("purge", False)))
+                       for u in m["users"] if u["name"] not in listed]
+            users = [n for n, how in retired if how == "deleted"]
+            kept = [n for n, how in retired if how == "kept"]
             os.unlink(self.state_file(name))
             if not others:
                 self.forget_host()
             count += len(self.remove_empty_dirs(state.get("created_dirs", [])))
             line = (f"outpost {name}: removed {count} files and dirs, stopped {len(units)} units, "
-                    f"deleted users: {', '.join(users) or 'none'}")
-        print(line, flush=True)
+                    f"deleted users: {', '.join(users) or 'none'}"
+                    + (f", kept users (locked, data kept): {', '.join(kept)}" if kept else ""))
+        self.say(line)
         return line
 
     def forget_host(self):
@@ -978,20 +1417,28 @@ class Agent:
                 self.log(f"reloaded {', '.join(units)}" if code == 0
                          else f"warning: reloading {', '.join(units)} failed: {one_line(output)}")
 
-    def delete_user(self, user):
-        """Delete a user the agent created, with its home, manager, processes and podman storage."""
+    def retire_user(self, user, purge):
+        """Stop a user the agent created (linger, manager, processes). Without purge the user
+        stays, locked (`usermod --lock --expiredate 1`, shell nologin), with its home and data, so
+        file ownership stays meaningful and a later apply can take it back; with purge it is
+        deleted with its home and podman storage. Returns "deleted", "kept" or None (a user the
+        agent did not create, or none at all)."""
         try:
             pw = pwd.getpwnam(user)
         except KeyError:
-            return False
+            return None
         if pw.pw_gecos != USER_MARK:
             self.log(f"kept user {user}: not created by outpost")
-            return False
+            return None
         uid = pw.pw_uid
         self.run(["loginctl", "disable-linger", user], check=False)
         self.run(["systemctl", "stop", f"user@{uid}.service", f"user-runtime-dir@{uid}.service"],
                  check=False)
         self.kill_processes(uid)
+        if not purge:
+            self.run(["usermod", "--lock", "--expiredate", "1", "--shell", NOLOGIN, user])
+            self.log(f"kept user {user} locked, and its data in {pw.pw_dir} (purge: true deletes them)")
+            return "kept"
         self.run(["userdel", "--remove", user], check=False)
         try:
             pwd.getpwnam(user)
@@ -1004,8 +1451,20 @@ class Agent:
                 self.run(["rm", "-rf", "--one-file-system", "--", self.path(leftover)])
         if os.path.isdir(self.path(pw.pw_dir)):
             self.log(f"warning: userdel left {pw.pw_dir} behind")
-        self.log(f"deleted user {user}")
-        return True
+        self.log(f"deleted user {user} and its home {pw.pw_dir}")
+        return "deleted"
+
+    def locked_by_outpost(self, user):
+        """True when USER's account expired on 1970-01-02: how retire_user locks a kept user."""
+        try:
+            with open(self.path("/etc/shadow"), encoding="utf-8") as fh:
+                for line in fh:
+                    fields = line.rstrip("\n").split(":")
+                    if fields[0] == user and len(fields) > 7:
+                        return fields[7] == "1"
+        except FileNotFoundError:
+            pass
+        return False
 
     def kill_processes(self, uid, wait=15):
         """SIGTERM, then SIGKILL, every process of uid; bounded."""
@@ -1033,7 +1492,7 @@ class Agent:
                 if self.run_group(group, set(), name):
                     restarted.append((group["group"], group["strategy"]))
             line = summary(name, 0, 0, restarted)
-            print(line, flush=True)
+            self.say(line)
             return line
 
     def switch(self, group_name):
@@ -1055,7 +1514,7 @@ class Agent:
                              f"(last response: {last}); the proxy still routes to {state.get('live')}")
         self.switch_to(group, target, manifest_name)
         line = f"outpost switch {group['group']}: live slot is now {target['unit']}"
-        print(line, flush=True)
+        self.say(line)
         return line
 
     def status(self):
@@ -1128,4 +1587,7 @@ def main(argv=None, agent=None):
 
 
 if __name__ == "__main__":
+    # A dropped SSH session hangs up on the agent: finish the step at hand rather than die in
+    # the middle of it (the state makes a later run converge either way).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.exit(main())

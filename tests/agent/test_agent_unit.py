@@ -35,7 +35,7 @@ def text_file(path, content, mode="0644"):
 
 
 class FakeHost:
-    """Answers systemctl/loginctl/useradd/apt like a quiet host and records every call."""
+    """Answers systemctl/loginctl/useradd/usermod/apt like a quiet host and records every call."""
 
     def __init__(self, oa):
         self.oa = oa
@@ -51,7 +51,7 @@ class FakeHost:
         if argv[0] == "dpkg-query":
             out = "".join(f"{p}\tinstalled\n" for p in argv[3:])
             return 0, out, out
-        if argv[0] in ("loginctl", "useradd", "userdel", "apt-get"):
+        if argv[0] in ("loginctl", "useradd", "usermod", "userdel", "apt-get"):
             return 0, "", ""
         return self.oa.run_command(argv, **kwargs)
 
@@ -105,7 +105,7 @@ def test_manifest_defaults_are_filled(oa):
     assert m["files"][0] | {"content": None} == {"path": "/etc/x", "mode": "0644", "owner": "root",
                                                  "group": "root", "b64": False, "content": None}
     assert m["users"][0] == {"name": "app", "home": "/home/app", "linger": False, "system": True,
-                             "shell": "/usr/sbin/nologin"}
+                             "shell": "/usr/sbin/nologin", "purge": False}
     assert m["units"][0] == {"unit": "x.service", "scope": "system", "enable": True, "start": True}
     group = m["restart"][0]
     assert group["health"] == {"interval": 2, "timeout": 1, "retries": 20}
@@ -343,8 +343,10 @@ def test_rolling_stops_at_first_unhealthy_instance(host, servers):
     assert "rolling restart of web stopped: web@8001.service did not become healthy" in message
     assert "HTTP 500: boom: tag 2025-99 not found" in message
     assert "web@8002.service were left untouched" in message
-    assert [c[-1] for c in fake.commands("restart")] == ["web@8000.service", "web@8001.service"]
-    # the failed group stays pending: the next apply retries it even though no file changed
+    # the rollout stopped at 8001 (8002 untouched); then the previous web.conf went back and the
+    # two instances that had the new one were restarted with it (test_agent_rollback.py)
+    assert [c[-1] for c in fake.commands("restart")] == ["web@8000.service", "web@8001.service"] * 2
+    # the failed group stays pending: the next apply retries it
     bad.status = 200
     assert apply(agent, doc).endswith("restarted: web(rolling)")
 

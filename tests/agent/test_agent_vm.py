@@ -323,7 +323,7 @@ def svc_user(with_quadlet=False):
                                    "[Install]\nWantedBy=default.target\n", owner="otestuser"))
         units.append({"unit": "otest-q.service", "scope": "user:otestuser"})
     return manifest("svc-user", users=[{"name": "otestuser", "home": "/home/otestuser", "linger": True,
-                                        "system": True}], files=files, units=units)
+                                        "system": True, "purge": True}], files=files, units=units)
 
 
 IMPORT_IMAGE = r"""
@@ -350,6 +350,40 @@ def test_user_scope_unit_and_quadlet(vm):
     assert sh(vm, "systemctl --user -M otestuser@ is-active otest-q.service") == "active"
     again = apply(vm, svc_user(with_quadlet=True))
     assert (again.code, again.summary) == (0, "outpost svc-user: 0 changed, 0 removed, restarted: none"), again.err
+
+
+# -- svc-evil: a service user swaps its quadlet dir for a symlink to the system's --------------------
+
+EVIL_QUADLET = "/home/otestevil/.config/containers/systemd/otest-evil.container"
+
+
+def svc_evil(version="1"):
+    return manifest("svc-evil", users=[{"name": "otestevil", "home": "/home/otestevil", "system": True,
+                                        "linger": True, "purge": True}],
+                    files=[file(EVIL_QUADLET, f"[Container]\nImage=localhost/none:{version}\n", owner="otestevil")])
+
+
+def test_a_service_users_symlink_does_not_redirect_the_root_agent(vm):
+    """The real kernel, the real user: otestevil replaces ~/.config/containers/systemd with a
+    link to /etc/containers/systemd. apply must not write a quadlet there, remove must not
+    unlink the system's file of the same name."""
+    first = apply(vm, svc_evil())
+    assert first.code == 0, first.err
+    swap = ("cd ~/.config/containers && mv systemd systemd.away && ln -s /etc/containers/systemd systemd")
+    assert vm.ssh(f"sudo -n runuser -u otestevil -- sh -c {shlex.quote(swap)}", check=False).returncode == 0
+    second = apply(vm, svc_evil("2"))
+    assert second.code == 1
+    assert "refusing /home/otestevil/.config/containers/systemd: it is a symlink" in second.err
+    assert sh(vm, "ls /etc/containers/systemd/otest-evil.container 2>&1 || true").endswith("No such file or directory")
+    sh(vm, "sudo -n install -D -m 0644 /dev/null /etc/containers/systemd/otest-evil.container")
+    removal = agent(vm, "remove", "svc-evil", token(svc_evil()))
+    assert removal.code == 1 and "refusing /home/otestevil/.config/containers/systemd" in removal.err
+    assert sh(vm, "test -e /etc/containers/systemd/otest-evil.container && echo kept") == "kept"
+    # the operator takes the link away; then remove works and purges the user
+    sh(vm, "sudo -n rm /etc/containers/systemd/otest-evil.container /home/otestevil/.config/containers/systemd")
+    removal = agent(vm, "remove", "svc-evil", token(svc_evil()))
+    assert removal.code == 0, removal.err
+    assert sh(vm, "id otestevil 2>&1; true") == "id: 'otestevil': no such user"
 
 
 # -- remove -------------------------------------------------------------------------------------------

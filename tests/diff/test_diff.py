@@ -300,3 +300,15 @@ def test_rendered_trees_hold_no_secret_values(base, head):
         blob = json.dumps(snap.plan) + "".join(c.decode("utf-8", "replace")
                                                for h in snap.files.values() for c in h.values())
         assert "CIPHERTEXT" not in blob
+
+
+def test_a_removed_service_says_whether_its_data_is_deleted():
+    def svc(user, **extra):
+        return {"files": {}, "users": [{"name": user, "home": f"/home/{user}", **extra}]}
+    base = {"hosts": {"web1": {"svc-a": svc("a"), "svc-b": svc("b", purge=True), "svc-c": svc("c"),
+                               "svc-d": svc("shared")}}}
+    head = {"hosts": {"web1": {"svc-d2": svc("shared")}}}
+    lines = {r.service: D._restart_line(r) for r in D.compare_restarts(base, head, ())}
+    assert lines["svc-a"].endswith("its user stays, locked, with its data: a (/home/a)")
+    assert lines["svc-b"].endswith("; DATA WILL BE DELETED (purge): user b and its home /home/b")
+    assert lines["svc-d"] == "web1: svc-d is removed — its units stop, its files are deleted"

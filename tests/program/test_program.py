@@ -215,3 +215,14 @@ def test_wireguard_peers_follow_a_host_joining_and_leaving_the_mesh():
     for name, conf in confs.items():
         assert ("AllowedIPs = 10.99.0.9/32" in conf) is (name != "vps2"), name
     assert "Endpoint = 198.51.100.20:51820" in confs["web1"]
+
+
+def test_the_preview_says_which_removal_deletes_data():
+    """`delete` is in `pulumi preview --diff` for a Command that goes away: with purge it says
+    plainly that the service's user and home go too; without purge it is the plain agent call."""
+    local = {c.name: c.inputs["delete"] for c in of_type(registered("local"), COMMAND)}
+    hello = next(d for n, d in local.items() if n.endswith("svc-hello"))
+    assert hello.endswith("  # purge: DELETES user hello with its home /home/hello and their data")
+    for stack in (s for s in STACKS if s != "local"):
+        for cmd in of_type(registered(stack), COMMAND):
+            assert "#" not in cmd.inputs["delete"], cmd.name

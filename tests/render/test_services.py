@@ -22,7 +22,7 @@ from components.render import render_host
 from components.render.manifest import File, Manifest
 from components.render.services import HARDENING, service_manifests
 from components.render.systemd import env_assignment, exec_word, seconds, single_line
-from tests.render.services_cases import (CASES, EDGE, TRICKY_ENV, edge_stack, rendered, stack)
+from tests.render.services_cases import (CASES, EDGE, TRICKY_ENV, _base, edge_stack, rendered, stack)
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "services"
 UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
@@ -188,7 +188,7 @@ def test_local_image_is_built_first_and_fails_the_apply_before_replicas():
     assert [(u.unit, u.scope, u.enable, u.start) for u in m.units] == [
         ("hello@8000.service", "user:hello", False, True), ("hello@8001.service", "user:hello", False, True)]
     assert [u.to_json() for u in m.users] == [{"name": "hello", "home": "/home/hello", "linger": True,
-                                               "system": True}]
+                                               "system": True, "purge": True}]  # outpost:purge: true
     unit = lines(files_of("local", "vm")["/home/hello/.config/systemd/user/hello-image.service"].content)
     assert "Type=oneshot" in unit and "RemainAfterExit=yes" in unit
     assert ("ExecStart=/bin/sh /home/hello/.config/outpost/hello-image.sh build localhost/outpost-demo:${TAG} "
@@ -479,3 +479,18 @@ def test_names_that_would_shadow_host_units_or_break_the_agent_are_refused(name)
     config["outpost:services"][name] = {"hosts": ["h1"], "process": {"exec": "/usr/bin/true"}}
     with pytest.raises(ConfigError, match=f"outpost:services.{name}: '{name}'"):
         parse(config, "edge")
+
+
+def test_removal_keeps_data_unless_purge_is_asked_for():
+    """A removed service's user and home stay (locked) unless the service or the stack says purge."""
+    def users(services, **extra):
+        st = parse(_base(services, **extra), "purge-case")
+        return {u.name: u.to_json().get("purge", False) for m in service_manifests(st, "h1") for u in m.users}
+    web = {"hosts": ["h1"], "container": {"image": "registry.example.org/web", "tag": "1", "port": 80}}
+    job = {"hosts": ["h1"], "user": "worker", "secret_files": {"/etc/w": "api_key"},
+           "process": {"exec": "/usr/bin/true"}}
+    assert users({"web": web, "job": job}) == {"web": False, "worker": False}
+    assert users({"web": {**web, "purge": True}, "job": job}) == {"web": True, "worker": False}
+    assert users({"web": web, "job": job}, purge=True) == {"web": True, "worker": True}
+    assert all(u.get("purge") is not True for ms in rendered("prod").values() for m in ms
+               for u in (x.to_json() for x in m.users))

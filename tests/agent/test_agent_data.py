@@ -1,0 +1,78 @@
+"""Removing a manifest keeps a service user's data unless the manifest says purge.
+
+Renaming a service, moving it to another host or changing its `user:` removes the old manifest:
+that must stop its units and take outpost's files away, but keep the user (locked) and its home.
+Only `users[].purge: true` deletes them. The service user is a stand-in the agent sees through a
+patched `pwd.getpwnam` (it is never created on the test machine); useradd, usermod and userdel are
+recorded by FakeHost.
+"""
+
+import pwd
+
+import pytest
+
+from test_agent_unit import FakeHost, apply, manifest
+
+USER, UID = "keeper", 4242
+HOME = f"/home/{USER}"
+
+
+@pytest.fixture
+def host(oa, tmp_path, monkeypatch):
+    real = pwd.getpwnam
+
+    def getpwnam(name):
+        if name == USER:
+            return pwd.struct_passwd((USER, "x", UID, UID, "outpost", HOME, "/usr/sbin/nologin"))
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    for d in ("etc", "var/lib", f"home/{USER}/data"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / f"home/{USER}/data/db.sqlite").write_text("years of data\n")
+    fake = FakeHost(oa)
+    agent = oa.Agent(root=str(tmp_path), run=fake, log=open("/dev/null", "w"))
+    return agent, fake, tmp_path
+
+
+def user_manifest(**user):
+    return manifest(users=[{"name": USER, **user}],
+                    files=[{"path": "/etc/keeper.conf", "content": "x\n"}])
+
+
+def test_remove_keeps_the_user_locked_and_its_home(host):
+    agent, fake, root = host
+    apply(agent, user_manifest())
+    line = agent.remove("svc-demo", "t1")
+    assert line.endswith("deleted users: none, kept users (locked, data kept): keeper")
+    assert not [c for c in fake.calls if c[0] == "userdel"]
+    assert ["usermod", "--lock", "--expiredate", "1", "--shell", "/usr/sbin/nologin", USER] in fake.calls
+    assert (root / f"home/{USER}/data/db.sqlite").read_text() == "years of data\n"
+    assert not (root / "etc/keeper.conf").exists()  # outpost's own files still go
+
+
+def test_purge_deletes_the_user_with_its_home(host):
+    agent, fake, _ = host
+    apply(agent, user_manifest(purge=True))
+    with pytest.raises(Exception, match="userdel could not delete keeper"):
+        agent.remove("svc-demo", "t1")  # the stand-in user cannot really go away
+    assert ["userdel", "--remove", USER] in fake.calls
+    assert not [c for c in fake.calls if c[0] == "usermod"]
+
+
+def test_a_kept_user_is_unlocked_when_a_manifest_lists_it_again(host):
+    agent, fake, root = host
+    (root / "etc/shadow").write_text(f"root:*:19000:0:99999:7:::\n{USER}:!!:19000:0:99999:7::1:\n")
+    fake.calls.clear()
+    apply(agent, user_manifest(shell="/bin/sh"))
+    assert ["usermod", "--unlock", "--expiredate", "", "--shell", "/bin/sh", USER] in fake.calls
+    (root / "etc/shadow").write_text(f"{USER}:!:19000:0:99999:7:::\n")
+    fake.calls.clear()
+    apply(agent, user_manifest(shell="/bin/sh"))
+    assert not [c for c in fake.calls if c[0] == "usermod"]
+
+
+def test_purge_must_be_a_boolean(oa):
+    import json
+    with pytest.raises(oa.AgentError, match=r"users\[0\]: purge must be true or false"):
+        oa.load_manifest(json.dumps(user_manifest(purge="yes")), "svc-demo")
