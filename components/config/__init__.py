@@ -9,14 +9,17 @@ as `Pulumi.<stack>.yaml: outpost:<key path>: <what is wrong>`. Secret values nev
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import repository
 from .checks import check
 from .model import Stack
+from .problem import KeyProblem
 
 NAMESPACE = "outpost"
 
@@ -74,11 +77,42 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     try:
         stack = Stack.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in _pydantic_problems(exc)]) from None
-    problems = check(stack)
+        problems = list(dict.fromkeys(_pydantic_problems(exc)))  # a union reports one problem per member
+        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems]) from None
+    problems = check(stack) + list(repository.check(stack))
+    if not problems:  # the renderers assume a stack that passed every check above
+        problems = render_problems(stack)
     if problems:
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
     return stack
+
+
+def render_problems(stack: Stack) -> list[tuple[str, str]]:
+    """Run every renderer on every host, as `up` and `make plan` will: the `KeyProblem`s they raise
+    (rules that need the rendered text), each once. Anything else they raise is a bug, not a
+    problem with the stack, and propagates."""
+    # the render layer imports the model: import it late
+    from ..render import RENDERERS
+    from ..render.backups import backup_manifest
+    from ..render.services import service_manifest
+
+    # Each renderer stops at its first problem; rendering each service and backup on its own too
+    # finds the problems of the others.
+    runs = [(renderer, (stack, host)) for host in stack.hosts for renderer in RENDERERS]
+    runs += [(service_manifest, (stack, host, name)) for name, svc in stack.services.items() for host in svc.hosts]
+    runs += [(backup_manifest, (stack, name)) for name in stack.backups]
+    problems: list[tuple[str, str]] = []
+    for run, args in runs:
+        try:
+            run(*args)
+        except KeyProblem as problem:
+            if (problem.key, problem.message) not in problems:
+                problems.append((problem.key, problem.message))
+    return problems
+
+
+# A mapping key written as is in a key path; any other is written ["quoted"] (JSON, ASCII).
+PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_@%+=:,~/-][A-Za-z0-9_.@%+=:,~/-]*")
 
 
 def _key_path(loc: tuple) -> str:
@@ -88,8 +122,10 @@ def _key_path(loc: tuple) -> str:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif PLAIN_KEY_RE.fullmatch(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            out += f"[{json.dumps(str(part))}]"
     return out
 
 

@@ -38,6 +38,7 @@ import re
 import shlex
 
 from ..config.model import Backup, Bucket, Stack
+from ..config.problem import KeyProblem
 from .manifest import File, Manifest, Unit, secret_ref
 from .systemd import checked_path, exec_line, exec_word, single_line, unit_text
 
@@ -325,7 +326,7 @@ def litestream_databases(name: str, backup: Backup) -> list[tuple[str, str]]:
     replicas = [r for _, r in dbs]
     clash = sorted({r for r in replicas if replicas.count(r) > 1})
     if clash:
-        raise ValueError(f"backups.{name}.paths: two databases share the file name of {', '.join(clash)} "
+        raise KeyProblem(f"backups.{name}.paths", f"two databases share the file name of {', '.join(clash)} "
                          "(each replicates to <bucket>/<backup name>/<file name>); rename one or split the backup")
     return dbs
 

@@ -47,9 +47,11 @@ from typing import Any
 import jinja2
 
 from ..config.model import Service, Stack
+from ..config.problem import KeyProblem
+from ..config.timespan import parse_timespan
 from .base import AGENT_PATH
 from .manifest import File, Manifest, Unit, User, secret_ref
-from .systemd import (checked_path, env_assignment, exec_line, exec_word, seconds, single_line, specifiers,
+from .systemd import (checked_path, env_assignment, exec_line, exec_word, single_line, specifiers,
                       split_command, unit_text)
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -229,8 +231,14 @@ def limit_lines(svc: Service) -> list[str]:
 def health_settings(svc: Service) -> dict[str, float | int]:
     if svc.health is None:
         return dict(DEFAULT_HEALTH)
-    return {"interval": seconds(svc.health.interval), "timeout": seconds(svc.health.timeout),
+    return {"interval": _seconds(svc.health.interval), "timeout": _seconds(svc.health.timeout),
             "retries": svc.health.retries}
+
+
+def _seconds(span: str) -> float | int:
+    """A time span the model accepted (positive, whole ms) in seconds, as the agent reads it."""
+    usec = parse_timespan(span)
+    return usec // 10**6 if usec % 10**6 == 0 else usec / 10**6
 
 
 def health_url(svc: Service, port: int | None) -> str | None:
@@ -621,8 +629,8 @@ def check_unit_names(manifests: list[Manifest]) -> None:
         for scope, unit, f in defined_units(m):
             other = seen.setdefault((scope, unit), (m.name, f))
             if other[0] != m.name and other[1] != f:
-                raise ValueError(f"unit {unit} ({scope}) is defined by both {other[0]} and {m.name}; "
-                                 "rename one of the services")
+                raise KeyProblem(f"services.{m.name.removeprefix('svc-')}", f"unit {unit} ({scope}) is defined by both "
+                                 f"{other[0]} and {m.name}; rename one of the services")
 
 
 def service_manifests(stack: Stack, host: str) -> list[Manifest]:

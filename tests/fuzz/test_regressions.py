@@ -1,0 +1,109 @@
+"""Stacks that passed `check` and then crashed the render (or broke the error format), each
+shrunk to one change of a repository stack and kept as an ordinary test: issue 15's examples
+first, then every crash class the fuzzer (test_fuzz_config.py) found on the way."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from components.config import ConfigError, parse
+from components.render import render_stack
+from tests.conftest import ROOT
+from tests.fuzz.test_fuzz_config import check_or_render
+from tests.render import test_backups
+
+
+def test_stack() -> dict:
+    return yaml.safe_load((ROOT / "Pulumi.test.yaml").read_text())["config"]
+
+
+def backups_stack() -> dict:
+    config = copy.deepcopy(test_backups.BASE)
+    config["outpost:backups"] = copy.deepcopy(test_backups.BACKUPS["litestream"])
+    return config
+
+
+def svc(config: dict, name: str) -> dict:
+    return config["outpost:services"][name]
+
+
+def set_in(path: tuple, value):
+    def mutate(config):
+        node = config
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+    return mutate
+
+
+ART = "/opt/peerbook/peerbook"
+CASES = {
+    # issue 15's examples
+    "artifact path with ..": (test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {"/opt/../peerbook": "files/demo/peerbook.py"}),
+                              "outpost:services.peerbook.process.artifacts./opt/../peerbook: '/opt/../peerbook' is not a normalized absolute path"),
+    "artifact source with ..": (test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {ART: "files/../files/demo/peerbook.py"}),
+                                f"outpost:services.peerbook.process.artifacts.{ART}: 'files/../files/demo/peerbook.py' is not a path relative to the repository root"),
+    "secret_files path with ..": (test_stack, set_in(("outpost:services", "peerbook", "secret_files"), {"/etc/../x": "s3_secret"}),
+                                  "outpost:services.peerbook.secret_files./etc/../x: '/etc/../x' is not a normalized absolute path"),
+    "health path climbing out": (test_stack, set_in(("outpost:services", "peerbook", "health", "path"), "/a/../.."),
+                                 "outpost:services.peerbook.health.path: '/a/../..' is not a URL path like /ready"),
+    "bucket endpoint with a quote": (test_stack, set_in(("outpost:buckets", "bus-eta-test", "endpoint"), "https://a'b"),
+                                     "outpost:buckets.bus-eta-test.endpoint: \"https://a'b\" is not a URL like"),
+    "health interval 0s": (test_stack, set_in(("outpost:services", "kollektivkart", "health", "interval"), "0s"),
+                           "outpost:services.kollektivkart.health.interval: '0s' must be longer than 0"),
+    # found by the fuzzer
+    "a null in a field once typed as a union (dns.zone)": (test_stack, set_in(("outpost:dns", "zone"), None),
+                                                          "outpost:dns.zone: Input should be a valid string (got None)"),
+    "a mapping key with a space": (test_stack, set_in(("outpost:admin", " "), "admin"),
+                                   'outpost:admin[" "]: unknown key; valid keys here:'),
+    "a mapping key with a backslash": (test_stack, set_in(("outpost:admin", "\\"), "admin"),
+                                       'outpost:admin["\\\\"]: unknown key; valid keys here:'),
+    "proxy email that is no address": (test_stack, set_in(("outpost:proxy", "email"), ""),
+                                       "outpost:proxy.email: '' is not a plain e-mail address like ops@example.org"),
+    "two litestream databases with one file name": (
+        backups_stack, set_in(("outpost:backups", "wiki", "paths"), ["/home/wiki/data/wiki.sqlite3", "/srv/wiki/wiki.sqlite3"]),
+        "outpost:backups.wiki.paths: two databases share the file name of wiki/wiki.sqlite3"),
+    "a control character in an env value": (test_stack, set_in(("outpost:services", "kollektivkart", "env", "AWS_REGION"), "\x1f"),
+                                            "outpost:services.kollektivkart.env.AWS_REGION: '\\x1f' must be a single line without control characters"),
+    "a backup name with _": (backups_stack, lambda c: c["outpost:backups"].update(app_db=c["outpost:backups"].pop("app-db")),
+                             "outpost:backups.app_db: 'app_db' is not a valid backup name"),
+    "an empty backup ping": (backups_stack, set_in(("outpost:backups", "wiki", "ping"), ""),
+                             "outpost:backups.wiki.ping: '' is not an http(s) URL"),
+    # issue 15: what only the host used to catch
+    "exec runs an artifact that is not executable": (
+        test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {ART: "README.md"}),
+        f"outpost:services.peerbook.process.exec: runs {ART}, the artifact 'README.md', which is not executable in the repository"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_is_a_key_path_error(case):
+    base, mutate, expected = CASES[case]
+    config = copy.deepcopy(base())
+    mutate(config)
+    name = "test" if base is test_stack else "backups"
+    with pytest.raises(ConfigError) as info:
+        stack = parse(config, name)
+        render_stack(stack)  # what used to crash: fails the test if parse let it through
+    assert any(line.startswith(f"Pulumi.{name}.yaml: {expected}") for line in info.value.lines), info.value.lines
+    assert len(info.value.lines) == len(set(info.value.lines)), "a problem is reported twice"
+    check_or_render(name, config)  # the fuzzer's property holds
+
+
+def test_an_executable_artifact_passes():
+    config = test_stack()
+    assert svc(config, "peerbook")["process"]["artifacts"] == {ART: "files/demo/peerbook.py"}
+    render_stack(parse(config, "test"))
+
+
+def test_renderer_problems_are_reported_with_the_config_layers_format_all_at_once():
+    config = backups_stack()
+    config["outpost:backups"]["wiki"]["paths"] = ["/a/wiki.db", "/b/wiki.db"]
+    config["outpost:backups"]["app-db"]["paths"] = ["/a/app.db", "/b/app.db"]
+    with pytest.raises(ConfigError) as info:
+        parse(config, "backups")
+    keys = sorted(line.split(": ")[1] for line in info.value.lines)
+    assert keys == ["outpost:backups.app-db.paths", "outpost:backups.wiki.paths"]
