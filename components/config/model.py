@@ -158,7 +158,7 @@ class Host(Strict):
     user: Name = "root"                     # first login, before outpost's admin user exists
     host_key: SshKey | None = None
     # both
-    networks: dict[str, Address] = {}
+    networks: dict[HostName, Address] = {}
     region: str | None = None
 
 
@@ -321,13 +321,16 @@ class GeoHealth(Strict):
     protocol: Literal["http", "https", "tcp"] = "https"
 
 
+PoolName = Annotated[str, _matching(re.compile(r"^[A-Za-z0-9_-]{1,63}$"), "a pool name like eu or default (letters, digits, _ and -)")]
+
+
 class GeoRecordSpec(Strict):
     name: Line
     type: Literal["A", "AAAA"] = "A"
     ttl: int | None = Field(default=None, ge=10)
-    pools: dict[str, list[str]] = Field(min_length=1)
-    rules: dict[str, list[Annotated[str, _matching(re.compile(r"^[A-Z]{2}$"), "a continent (EU, NA, ...) or ISO country code (DE, US, ...)")]]] = {}
-    default: str = "default"                # the pool that answers when no rule matches
+    pools: dict[PoolName, list[str]] = Field(min_length=1)
+    rules: dict[PoolName, list[Annotated[str, _matching(re.compile(r"^[A-Z]{2}$"), "a continent (EU, NA, ...) or ISO country code (DE, US, ...)")]]] = {}
+    default: PoolName = "default"           # the pool that answers when no rule matches
     health: GeoHealth | None = None
 
 

@@ -107,3 +107,26 @@ def test_renderer_problems_are_reported_with_the_config_layers_format_all_at_onc
         parse(config, "backups")
     keys = sorted(line.split(": ")[1] for line in info.value.lines)
     assert keys == ["outpost:backups.app-db.paths", "outpost:backups.wiki.paths"]
+
+
+def test_a_pool_name_with_a_space_is_a_key_path_error():
+    config = test_stack()
+    config["outpost:geodns"]["records"][0]["pools"] = {" ": []}
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert info.value.lines[0].startswith(
+        "Pulumi.test.yaml: outpost:geodns.records[0].pools[\" \"]: ' ' is not a pool name like eu or default")
+    check_or_render("test", config)
+
+
+@pytest.mark.parametrize("kind, tls", [("caddy", "acme"), ("haproxy", "internal"), ("nginx", "internal")])
+def test_a_health_check_on_the_root_path_renders(kind, tls):
+    """health.path: / passed check and then crashed the proxy renderer (it took it for a route prefix)."""
+    config = test_stack()
+    svc(config, "kollektivkart")["health"]["path"] = "/"
+    config["outpost:proxy"] = {"kind": kind, "tls": tls, "email": "ops@example.org"} if tls == "acme" else {"kind": kind, "tls": tls}
+    rendered = render_stack(parse(config, "test"))
+    proxy = next(m for m in rendered["web1"] if m.name == "proxy")
+    text = "".join(f.content for f in proxy.files if isinstance(f.content, str))
+    probe = {"caddy": "health_uri /\n", "haproxy": "option httpchk GET / HTTP/1.1", "nginx": ""}[kind]
+    assert probe in text
