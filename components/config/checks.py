@@ -470,6 +470,9 @@ def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:
     for name, bucket in stack.buckets.items():
         if bucket.object_lock_days and not bucket.versioning:
             yield f"buckets.{name}.versioning", "Object Lock needs versioning: true"
+        if bucket.noncurrent_expire_days and not bucket.versioning:
+            yield (f"buckets.{name}.noncurrent_expire_days", "only applies with versioning: true (an unversioned "
+                   "bucket has no noncurrent versions); use expire_days, or turn versioning on")
 
 
 def _backup_tools(stack: Stack) -> Iterator[Problem]:
