@@ -36,13 +36,46 @@ def load_file(path: str | Path) -> Stack:
     path = Path(path)
     stack_name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        doc = yaml.safe_load(text) or {}
+        duplicates = _duplicate_keys(text)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError([f"{path.name}: cannot read: {exc}"]) from None
-    config = doc.get("config") or {}
+    if duplicates:  # YAML keeps the last silently: a typo'd copy would replace the first
+        raise ConfigError([f"{path.name}: {NAMESPACE}:{key}: {msg}" for key, msg in duplicates])
+    config = (doc.get("config") or {}) if isinstance(doc, dict) else doc  # a file that is a list, a number
     if not isinstance(config, dict):
         raise ConfigError([f"{path.name}: config: must be a mapping of keys like outpost:domain"])
     return parse(config, stack_name)
+
+
+def _duplicate_keys(text: str) -> list[tuple[str, str]]:
+    """Every key that appears twice in one mapping under config.outpost:*, as (key path, message)."""
+    problems: list[tuple[str, str]] = []
+
+    def walk(node: yaml.Node, loc: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is None:
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen and loc[:1] == ("config",) and (len(loc) > 1 or key.startswith(NAMESPACE + ":")):
+                    where = loc[1:] + (key,)
+                    where = (where[0].partition(":")[2], *where[1:])
+                    problems.append((_key_path(where), f"appears twice in one mapping (lines {seen[key]} and {line}); "
+                                     "YAML would keep only the last: remove or merge one"))
+                seen.setdefault(key, line)
+                walk(value, loc + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, loc + (i,))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return problems
 
 
 def load_pulumi() -> Stack:

@@ -130,3 +130,26 @@ def test_a_health_check_on_the_root_path_renders(kind, tls):
     text = "".join(f.content for f in proxy.files if isinstance(f.content, str))
     probe = {"caddy": "health_uri /\n", "haproxy": "option httpchk GET / HTTP/1.1", "nginx": ""}[kind]
     assert probe in text
+
+
+def test_a_key_twice_in_one_mapping_is_a_key_path_error(tmp_path):
+    """YAML keeps the last of two equal keys without a word; the stack file must not."""
+    from components.config import load_file
+    text = (ROOT / "Pulumi.test.yaml").read_text()
+    text = text.replace("      replicas: [8000, 8001]\n", "      replicas: [8000, 8001]\n      replicas: [9000]\n", 1)
+    text = text.replace("  outpost:protect: false\n", "  outpost:protect: false\n  outpost:protect: true\n", 1)
+    (tmp_path / "Pulumi.test.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_file(tmp_path / "Pulumi.test.yaml")
+    assert [line.split(": appears")[0] for line in info.value.lines] == [
+        "Pulumi.test.yaml: outpost:protect", "Pulumi.test.yaml: outpost:services.kollektivkart.replicas"]
+    assert "(lines 6 and 7)" in info.value.lines[0]
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "42\n", "config: [1]\n", "config:\n  outpost:hosts: {a: 1}\n  outpost:hosts: {b: 2}\n"])
+def test_a_stack_file_of_the_wrong_shape_is_an_error_not_a_traceback(text, tmp_path):
+    from components.config import load_file
+    (tmp_path / "Pulumi.x.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_file(tmp_path / "Pulumi.x.yaml")
+    assert all(line.startswith("Pulumi.x.yaml: ") for line in info.value.lines)
