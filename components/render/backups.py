@@ -40,7 +40,7 @@ import shlex
 from ..config.model import Backup, Bucket, Stack
 from ..config.problem import KeyProblem
 from .manifest import File, Manifest, Unit, secret_ref
-from .systemd import checked_path, exec_line, exec_word, single_line, unit_text
+from .systemd import exec_line, exec_word, single_line, unit_text
 
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR = "/etc/outpost/backup"
@@ -150,7 +150,7 @@ def ping_url(backup: Backup, name: str) -> str | None:
 
 
 def paths_of(backup: Backup, name: str) -> list[str]:
-    return [checked_path(p, f"backups.{name}.paths") for p in backup.paths]
+    return list(backup.paths)  # absolute and normalized: the model's AbsPath
 
 
 def restore_path(name: str) -> str:

@@ -48,10 +48,11 @@ import jinja2
 
 from ..config.model import Service, Stack
 from ..config.problem import KeyProblem
+from ..config.repository import repo_file
 from ..config.timespan import parse_timespan
 from .base import AGENT_PATH
 from .manifest import File, Manifest, Unit, User, secret_ref
-from .systemd import (checked_path, env_assignment, exec_line, exec_word, single_line, specifiers,
+from .systemd import (env_assignment, exec_line, exec_word, single_line, specifiers,
                       split_command, unit_text)
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -189,10 +190,10 @@ class Parts:
 
 
 def repo_bytes(relative: str, what: str) -> tuple[bytes, bool]:
-    """A repository file's bytes and whether it is executable; never outside the repository."""
-    path = (REPO / relative).resolve()
-    if REPO not in path.parents or not path.is_file():
-        raise ValueError(f"{what}: {relative!r} is not a file in the repository ({REPO})")
+    """A repository file's bytes and whether it is executable (config/repository.py checked that
+    RELATIVE names a file inside the repository)."""
+    path = repo_file(relative)
+    assert path is not None, f"{what}: {relative!r} passed check but is not a repository file"
     return path.read_bytes(), os.access(path, os.X_OK)
 
 
@@ -214,7 +215,7 @@ def secret_parts(svc: Service, place: Place, name: str, parts: Parts, *, owner: 
         parts.add(File(path, secret_env_text(svc, quote), "0600", place.owner, place.owner))
         env_files.append(path)
     for path, secret in sorted(svc.secret_files.items()):
-        parts.add(File(checked_path(path, f"services.{name}.secret_files"), secret_ref(secret),
+        parts.add(File(path, secret_ref(secret),
                        "0600", owner, owner))
     return env_files
 
@@ -316,12 +317,11 @@ def build_inputs(name: str, svc: Service, place: Place, parts: Parts) -> list[st
     files_dir = f"{place.config_dir}/{name}-image"
     digest_of = {}
     for image_path, source in sorted(build.files.items()):
-        checked_path(image_path, f"services.{name}.container.build.files")
         data, executable = repo_bytes(source, f"services.{name}.container.build.files.{image_path}")
         mode = "0755" if executable else "0644"
         parts.add(File(f"{files_dir}{image_path}", data, mode, place.owner, place.owner))
         digest_of[image_path] = [hashlib.sha256(data).hexdigest(), mode]
-    host_paths = sorted(checked_path(p, f"services.{name}.container.build.host_paths") for p in build.host_paths)
+    host_paths = sorted(build.host_paths)
     doc = {"host_paths": host_paths, "files": digest_of, "format": 1}
     inputs = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
     return [inputs, files_dir, *host_paths]
@@ -447,10 +447,7 @@ def process_identity(stack: Stack, name: str) -> tuple[list[str], list[User], st
 
 
 def process_exec(name: str, svc: Service, templated: bool) -> str:
-    words = split_command(svc.process.exec, f"services.{name}.process.exec")
-    if not words[0].startswith("/"):
-        raise ValueError(f"services.{name}.process.exec: {words[0]!r} must be an absolute path")
-    checked_path(words[0], f"services.{name}.process.exec")
+    words = split_command(svc.process.exec, f"services.{name}.process.exec")  # the model checked the program
     return exec_line(words, instance=templated, what=f"services.{name}.process.exec")
 
 
@@ -487,7 +484,6 @@ def process_unit_text(stack: Stack, name: str, *, templated: bool, socket: bool,
 
 def artifact_parts(name: str, svc: Service, parts: Parts) -> None:
     for path, source in sorted(svc.process.artifacts.items()):
-        checked_path(path, f"services.{name}.process.artifacts")
         data, executable = repo_bytes(source, f"services.{name}.process.artifacts.{path}")
         parts.add(File(path, data, "0755" if executable else "0644"))
 

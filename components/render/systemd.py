@@ -7,7 +7,6 @@ start a new line, smuggle in a specifier or `$` expansion, or break out of its q
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 
@@ -72,16 +71,6 @@ def env_assignment(key: str, value: str, *, instance: bool, on_command_line: boo
     if PLAIN_WORD_RE.fullmatch(f"{key}={value}"):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def checked_path(path: str, what: str) -> str:
-    """An absolute, normalized path without `..`, whitespace or quotes."""
-    single_line(path, what)
-    if not path.startswith("/") or os.path.normpath(path) != path or ".." in path.split("/") \
-            or not PLAIN_WORD_RE.fullmatch(path):
-        raise ValueError(f"{what}: {path!r} must be an absolute normalized path without '..', "
-                         "spaces or quotes")
-    return path
 
 
 def seconds(duration: str) -> float | int:

@@ -16,7 +16,7 @@ from tests.fuzz.test_fuzz_config import check_or_render
 from tests.render import test_backups
 
 
-def test_stack() -> dict:
+def repo_test_stack() -> dict:
     return yaml.safe_load((ROOT / "Pulumi.test.yaml").read_text())["config"]
 
 
@@ -42,31 +42,31 @@ def set_in(path: tuple, value):
 ART = "/opt/peerbook/peerbook"
 CASES = {
     # issue 15's examples
-    "artifact path with ..": (test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {"/opt/../peerbook": "files/demo/peerbook.py"}),
+    "artifact path with ..": (repo_test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {"/opt/../peerbook": "files/demo/peerbook.py"}),
                               "outpost:services.peerbook.process.artifacts./opt/../peerbook: '/opt/../peerbook' is not a normalized absolute path"),
-    "artifact source with ..": (test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {ART: "files/../files/demo/peerbook.py"}),
+    "artifact source with ..": (repo_test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {ART: "files/../files/demo/peerbook.py"}),
                                 f"outpost:services.peerbook.process.artifacts.{ART}: 'files/../files/demo/peerbook.py' is not a path relative to the repository root"),
-    "secret_files path with ..": (test_stack, set_in(("outpost:services", "peerbook", "secret_files"), {"/etc/../x": "s3_secret"}),
+    "secret_files path with ..": (repo_test_stack, set_in(("outpost:services", "peerbook", "secret_files"), {"/etc/../x": "s3_secret"}),
                                   "outpost:services.peerbook.secret_files./etc/../x: '/etc/../x' is not a normalized absolute path"),
-    "health path climbing out": (test_stack, set_in(("outpost:services", "peerbook", "health", "path"), "/a/../.."),
+    "health path climbing out": (repo_test_stack, set_in(("outpost:services", "peerbook", "health", "path"), "/a/../.."),
                                  "outpost:services.peerbook.health.path: '/a/../..' is not a URL path like /ready"),
-    "bucket endpoint with a quote": (test_stack, set_in(("outpost:buckets", "bus-eta-test", "endpoint"), "https://a'b"),
+    "bucket endpoint with a quote": (repo_test_stack, set_in(("outpost:buckets", "bus-eta-test", "endpoint"), "https://a'b"),
                                      "outpost:buckets.bus-eta-test.endpoint: \"https://a'b\" is not a URL like"),
-    "health interval 0s": (test_stack, set_in(("outpost:services", "kollektivkart", "health", "interval"), "0s"),
+    "health interval 0s": (repo_test_stack, set_in(("outpost:services", "kollektivkart", "health", "interval"), "0s"),
                            "outpost:services.kollektivkart.health.interval: '0s' must be longer than 0"),
     # found by the fuzzer
-    "a null in a field once typed as a union (dns.zone)": (test_stack, set_in(("outpost:dns", "zone"), None),
+    "a null in a field once typed as a union (dns.zone)": (repo_test_stack, set_in(("outpost:dns", "zone"), None),
                                                           "outpost:dns.zone: Input should be a valid string (got None)"),
-    "a mapping key with a space": (test_stack, set_in(("outpost:admin", " "), "admin"),
+    "a mapping key with a space": (repo_test_stack, set_in(("outpost:admin", " "), "admin"),
                                    'outpost:admin[" "]: unknown key; valid keys here:'),
-    "a mapping key with a backslash": (test_stack, set_in(("outpost:admin", "\\"), "admin"),
+    "a mapping key with a backslash": (repo_test_stack, set_in(("outpost:admin", "\\"), "admin"),
                                        'outpost:admin["\\\\"]: unknown key; valid keys here:'),
-    "proxy email that is no address": (test_stack, set_in(("outpost:proxy", "email"), ""),
+    "proxy email that is no address": (repo_test_stack, set_in(("outpost:proxy", "email"), ""),
                                        "outpost:proxy.email: '' is not a plain e-mail address like ops@example.org"),
     "two litestream databases with one file name": (
         backups_stack, set_in(("outpost:backups", "wiki", "paths"), ["/home/wiki/data/wiki.sqlite3", "/srv/wiki/wiki.sqlite3"]),
         "outpost:backups.wiki.paths: two databases share the file name of wiki/wiki.sqlite3"),
-    "a control character in an env value": (test_stack, set_in(("outpost:services", "kollektivkart", "env", "AWS_REGION"), "\x1f"),
+    "a control character in an env value": (repo_test_stack, set_in(("outpost:services", "kollektivkart", "env", "AWS_REGION"), "\x1f"),
                                             "outpost:services.kollektivkart.env.AWS_REGION: '\\x1f' must be a single line without control characters"),
     "a backup name with _": (backups_stack, lambda c: c["outpost:backups"].update(app_db=c["outpost:backups"].pop("app-db")),
                              "outpost:backups.app_db: 'app_db' is not a valid backup name"),
@@ -74,7 +74,7 @@ CASES = {
                              "outpost:backups.wiki.ping: '' is not an http(s) URL"),
     # issue 15: what only the host used to catch
     "exec runs an artifact that is not executable": (
-        test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {ART: "README.md"}),
+        repo_test_stack, set_in(("outpost:services", "peerbook", "process", "artifacts"), {ART: "README.md"}),
         f"outpost:services.peerbook.process.exec: runs {ART}, the artifact 'README.md', which is not executable in the repository"),
 }
 
@@ -84,7 +84,7 @@ def test_is_a_key_path_error(case):
     base, mutate, expected = CASES[case]
     config = copy.deepcopy(base())
     mutate(config)
-    name = "test" if base is test_stack else "backups"
+    name = "test" if base is repo_test_stack else "backups"
     with pytest.raises(ConfigError) as info:
         stack = parse(config, name)
         render_stack(stack)  # what used to crash: fails the test if parse let it through
@@ -94,7 +94,7 @@ def test_is_a_key_path_error(case):
 
 
 def test_an_executable_artifact_passes():
-    config = test_stack()
+    config = repo_test_stack()
     assert svc(config, "peerbook")["process"]["artifacts"] == {ART: "files/demo/peerbook.py"}
     render_stack(parse(config, "test"))
 
@@ -110,7 +110,7 @@ def test_renderer_problems_are_reported_with_the_config_layers_format_all_at_onc
 
 
 def test_a_pool_name_with_a_space_is_a_key_path_error():
-    config = test_stack()
+    config = repo_test_stack()
     config["outpost:geodns"]["records"][0]["pools"] = {" ": []}
     with pytest.raises(ConfigError) as info:
         parse(config, "test")
@@ -122,7 +122,7 @@ def test_a_pool_name_with_a_space_is_a_key_path_error():
 @pytest.mark.parametrize("kind, tls", [("caddy", "acme"), ("haproxy", "internal"), ("nginx", "internal")])
 def test_a_health_check_on_the_root_path_renders(kind, tls):
     """health.path: / passed check and then crashed the proxy renderer (it took it for a route prefix)."""
-    config = test_stack()
+    config = repo_test_stack()
     svc(config, "kollektivkart")["health"]["path"] = "/"
     config["outpost:proxy"] = {"kind": kind, "tls": tls, "email": "ops@example.org"} if tls == "acme" else {"kind": kind, "tls": tls}
     rendered = render_stack(parse(config, "test"))
