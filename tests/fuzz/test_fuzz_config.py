@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from tests.fuzz.strategies import _options, _strip, annotation_at, stacks
 
-settings.register_profile("ci", max_examples=int(os.environ.get("OUTPOST_FUZZ_EXAMPLES", "250")),
+settings.register_profile("ci", max_examples=int(os.environ.get("OUTPOST_FUZZ_EXAMPLES", "1000")),
                           derandomize=True, database=None, deadline=timedelta(seconds=5),
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", max_examples=int(os.environ.get("OUTPOST_FUZZ_EXAMPLES", "5000")),
