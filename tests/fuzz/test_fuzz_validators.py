@@ -82,3 +82,42 @@ def test_generated_valid_stacks_pass_the_real_validators(case, tmp_path_factory)
             main = write_tree(spec, proxy_root, cert, switches=True)
             output = run_validator(spec.kind, main, proxy_root)
             assert warnings_in(spec.kind, output) == [], output
+
+
+# Health paths and probe durations at the edges of what the model accepts, through the proxies
+# that read them (the agent's urllib takes any of them as they are).
+HEALTH_PATHS = ["/", "/a", "/ready", "/.well-known", "/...", "/a.b/c~d", "/_-~.", "/A/B/C/D/E/F", "/" + "x" * 200]
+REFUSED_HEALTH_PATHS = ["", "ready", "//", "/a/", "/./a", "/a/..", "/a b", "/a?b=1", "/a#b", "/%2e", "/é", "/a\\b", '/a"b']
+PROBES = [("1ms", "1ms"), ("1500ms", "999ms"), ("1h", "59min 59s"), ("0.5s", "1.25s")]
+
+
+def test_health_values_the_model_accepts_pass_the_proxies(tmp_path):
+    from components.config.model import Health
+    from components.render.proxy import ProxySpec, Route, Upstream
+    from components.render.routes import _ms
+    for path in REFUSED_HEALTH_PATHS:
+        try:
+            Health(path=path)
+        except ValueError:
+            continue
+        raise AssertionError(f"the model accepts health path {path!r}")
+    for interval, timeout in PROBES:
+        Health(path="/", interval=interval, timeout=timeout)
+    for bad in ("0s", "0.5ms", "1us", "infinity", "2h", "5mins"):
+        try:
+            Health(path="/", interval=bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"the model accepts health interval {bad!r}")
+    routes = tuple(
+        Route(f"h{i}.example.org", None, Upstream(f"svc{i}", (9000 + i,), path, _ms(PROBES[i % len(PROBES)][0]),
+                                                  _ms(PROBES[i % len(PROBES)][1])))
+        for i, path in enumerate(HEALTH_PATHS))
+    cert = certificate_for([r.host for r in routes])
+    for kind in ("caddy", "haproxy"):
+        spec = ProxySpec(kind, "internal", None, routes)
+        main = write_tree(spec, tmp_path / kind, cert, switches=True)
+        output = run_validator(kind, main, tmp_path / kind)
+        assert warnings_in(kind, output) == [], output
+        text = main.read_text()
+        assert all(p in text for p in HEALTH_PATHS[1:]), text
