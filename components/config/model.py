@@ -32,6 +32,8 @@ URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 # A health check path: "/" or segments of URL-safe characters, none of them "." or "..", no
 # empty segment: what the agent's HTTP client and every proxy request unchanged.
 HEALTH_PATH_RE = re.compile(r"^/$|^(/(?!\.\.?(/|$))[A-Za-z0-9._~-]+)+$")
+# A route's path prefix: the same without "/" alone (a route without path takes the whole host).
+ROUTE_PATH_RE = re.compile(r"^(/(?!\.\.?(/|$))[A-Za-z0-9._~-]+)+$")
 # An S3 endpoint: scheme, host (name, IPv4 or [IPv6]), optional port and path; nothing to quote.
 ENDPOINT_RE = re.compile(r"^https?://([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~-]*)*$")
 ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._@%+=:,/-]*$")
@@ -281,7 +283,7 @@ class Service(Strict):
 
 class Route(Strict):
     host: Annotated[str, _matching(ROUTE_HOST_RE, "a host name like app{suffix}.example.org")]
-    path: Annotated[str, _matching(URL_PATH_RE, "a URL path prefix like /api")] | None = None
+    path: Annotated[str, _matching(ROUTE_PATH_RE, "a URL path prefix like /api or /api/v1 (segments of A-Z a-z 0-9 . _ ~ -, none of them '.' or '..', no trailing '/'; leave path out to route the whole host)")] | None = None
     service: str
 
 

@@ -153,3 +153,15 @@ def test_a_stack_file_of_the_wrong_shape_is_an_error_not_a_traceback(text, tmp_p
     with pytest.raises(ConfigError) as info:
         load_file(tmp_path / "Pulumi.x.yaml")
     assert all(line.startswith("Pulumi.x.yaml: ") for line in info.value.lines)
+
+
+@pytest.mark.parametrize("path", ["/", "/api/", "/a/../b", "/./a", "//a"])
+def test_a_route_path_the_proxies_refuse_is_a_key_path_error(path):
+    """route.path '/' passed check (the model's pattern allowed it) and crashed the proxy renderer."""
+    config = repo_test_stack()
+    config["outpost:routes"][1]["path"] = path
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert info.value.lines == [f"Pulumi.test.yaml: outpost:routes[1].path: {path!r} is not a URL path prefix like /api "
+                                "or /api/v1 (segments of A-Z a-z 0-9 . _ ~ -, none of them '.' or '..', no trailing '/'; "
+                                "leave path out to route the whole host)"]
