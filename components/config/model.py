@@ -180,9 +180,11 @@ def _command_line(value: str) -> str:
     import shlex
     _no_newline(value)
     try:
-        shlex.split(value)
+        words = shlex.split(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a command line outpost can split into words ({exc})") from None
+    if not words:
+        raise ValueError(f"{value!r} has no words; give a command, or leave the key out")
     return value
 
 
@@ -351,7 +353,7 @@ class BucketCredentials(Strict):
 
 class Bucket(Strict):
     endpoint: Annotated[str, _matching(ENDPOINT_RE, "a URL like https://hel1.your-objectstorage.com (http or https, a host, an optional port and path; no spaces or quotes)")]
-    region: Line = "us-east-1"
+    region: Annotated[str, _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "a region name like hel1, fr-par or us-east-1")] = "us-east-1"
     versioning: bool = False
     object_lock_days: int | None = Field(default=None, ge=1)
     expire_days: int | None = Field(default=None, ge=1)

@@ -578,7 +578,9 @@ def finish(manifest: Manifest, parts: Parts, groups: list[dict[str, Any]]) -> Ma
     paths = [f.path for f in manifest.files]
     duplicates = sorted({p for p in paths if paths.count(p) > 1})
     if duplicates:
-        raise ValueError(f"{manifest.name}: these paths are shipped twice: {', '.join(duplicates)}")
+        raise KeyProblem(f"services.{manifest.name.removeprefix('svc-')}",
+                         f"these paths are shipped twice: {', '.join(duplicates)} (a secret file or artifact "
+                         "at a path outpost writes for this service itself?)")
     manifest.units = parts.units
     manifest.restart = groups
     return manifest
@@ -586,10 +588,10 @@ def finish(manifest: Manifest, parts: Parts, groups: list[dict[str, Any]]) -> Ma
 
 def check_service_name(name: str) -> None:
     if not SERVICE_NAME_RE.fullmatch(name):
-        raise ValueError(f"service {name!r}: its manifest (svc-{name}) and restart group need a name "
+        raise KeyProblem(f"services.{name}", f"its manifest (svc-{name}) and restart group need a name "
                          "of a-z, 0-9 and '-' (no '_')")
     if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
-        raise ValueError(f"service {name!r}: a unit named {name}.service would replace the host's own "
+        raise KeyProblem(f"services.{name}", f"a unit named {name}.service would replace the host's own "
                          "(ssh, the proxy, podman, systemd ...); choose another name")
 
 

@@ -101,7 +101,8 @@ HOSTILE = [
     "[", "]", "~", ".", "..", "/", "//", "/.", "/..", "/./", "/../", "/a/../b", "/a/./b", "/a//b", "/a/",
     "a/../b", "../x", "./x", "files/../README.md", "files//demo/hello.py", "-", "--", "-rf", "0", "-1", "1e9",
     "true", "null", "@", "x" * 300, "A" * 64, "/" + "a" * 300, "http://", "https://a'b", "https://a b",
-    "https://[::1]:9000", "http://h:99999", "0s", "0", "1us", "1.5s", "infinity", "5mins", "1 min", "2s 3",
+    "https://[::1]:9000", "http://h:99999", "restic", "sshd", "multi-user", "init", "admin", "root", "a'b",
+    "/etc/systemd/system/api.service", "/etc/caddy/Caddyfile", "/home/web/.config/outpost/web.env", "0s", "0", "1us", "1.5s", "infinity", "5mins", "1 min", "2s 3",
     "*-*-* 25:00", "Mon..Sun", "daily", "weekly UTC", "1,2", "1..", "PT5S",
 ]
 WRONG_TYPES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False, width=32),

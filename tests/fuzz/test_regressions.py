@@ -165,3 +165,37 @@ def test_a_route_path_the_proxies_refuse_is_a_key_path_error(path):
     assert info.value.lines == [f"Pulumi.test.yaml: outpost:routes[1].path: {path!r} is not a URL path prefix like /api "
                                 "or /api/v1 (segments of A-Z a-z 0-9 . _ ~ -, none of them '.' or '..', no trailing '/'; "
                                 "leave path out to route the whole host)"]
+
+
+@pytest.mark.parametrize("name", ["restic", "multi-user", "init"])
+def test_a_service_named_like_a_host_unit_is_a_key_path_error(name):
+    """The renderer's list of the host's own units is longer than check's: these passed check and
+    then raised a bare ValueError in the services renderer."""
+    config = repo_test_stack()
+    config["outpost:services"][name] = config["outpost:services"].pop("peerbook")
+    config["outpost:routes"] = [r for r in config["outpost:routes"] if r["service"] != "peerbook"]
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert info.value.lines == [f"Pulumi.test.yaml: outpost:services.{name}: a unit named {name}.service would replace "
+                                "the host's own (ssh, the proxy, podman, systemd ...); choose another name"]
+
+
+def test_a_secret_file_over_the_services_own_unit_is_a_key_path_error():
+    config = repo_test_stack()
+    svc(config, "peerbook")["secret_files"] = {"/etc/systemd/system/peerbook@.service": "s3_secret"}
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert info.value.lines[0].startswith("Pulumi.test.yaml: outpost:services.peerbook: these paths are shipped twice: "
+                                          "/etc/systemd/system/peerbook@.service")
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c["outpost:buckets"]["bus-eta-test"].update(region="hel'1"), "buckets.bus-eta-test.region"),
+    (lambda c: svc(c, "kollektivkart")["container"].update(command="   "), "services.kollektivkart.container.command"),
+])
+def test_values_the_backup_and_unit_renderers_refused_are_key_path_errors(mutate, key):
+    config = repo_test_stack()
+    mutate(config)
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert [line.split(": ")[1] for line in info.value.lines] == [f"outpost:{key}"]
