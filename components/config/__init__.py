@@ -16,7 +16,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import repository
+from . import hostnames, repository
 from .checks import check
 from .model import Stack
 from .problem import KeyProblem
@@ -112,7 +112,7 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     except ValidationError as exc:
         problems = list(dict.fromkeys(_pydantic_problems(exc)))  # a union reports one problem per member
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems]) from None
-    problems = check(stack) + list(repository.check(stack))
+    problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
     if not problems:  # the renderers assume a stack that passed every check above
         problems = render_problems(stack)
     if problems:

@@ -295,7 +295,7 @@ class Proxy(Strict):
     email: Annotated[str, _matching(re.compile(r"^[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+$"), "a plain e-mail address like ops@example.org")] | None = None
     certificate: SecretName | None = None   # tls: files
     key: SecretName | None = None           # tls: files
-    acme_ca: Line | None = None             # ACME directory URL (acme, acme-dns); default Let's Encrypt
+    acme_ca: Annotated[str, _matching(re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"), "an ACME directory URL like https://acme-staging-v02.api.letsencrypt.org/directory (no spaces, quotes, query or fragment)")] | None = None  # ACME directory URL (acme, acme-dns); default Let's Encrypt
     acme_ca_root: SecretName | None = None  # tls: acme: secret holding the PEM root that signs acme_ca's HTTPS certificate
     # acme-dns, internal: wildcard certificates; a route hostname one covers is served with it
     wildcards: list[Annotated[str, _matching(WILDCARD_RE, "a wildcard name like *.example.org")]] = []

@@ -199,3 +199,21 @@ def test_values_the_backup_and_unit_renderers_refused_are_key_path_errors(mutate
     with pytest.raises(ConfigError) as info:
         parse(config, "test")
     assert [line.split(": ")[1] for line in info.value.lines] == [f"outpost:{key}"]
+
+
+def test_a_route_host_too_long_for_dns_is_a_key_path_error():
+    config = repo_test_stack()
+    config["outpost:routes"][1]["host"] = ("a" * 60 + ".") * 5 + "app{suffix}.example.org"
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert [line.split(": ")[1] for line in info.value.lines] == ["outpost:routes[1].host"]
+    assert "is not a DNS name" in info.value.lines[0]
+
+
+@pytest.mark.parametrize("url", ["https://a b/x", "https://x/dir?q=1", "https://x:99999999/"])
+def test_an_acme_directory_the_proxy_cannot_name_is_a_key_path_error(url):
+    config = repo_test_stack()
+    config["outpost:proxy"]["acme_ca"] = url
+    with pytest.raises(ConfigError) as info:
+        parse(config, "test")
+    assert [line.split(": ")[1] for line in info.value.lines] == ["outpost:proxy.acme_ca"]
