@@ -8,7 +8,8 @@ stacks the tests build) and takes a few near-valid mutations, each aimed at one 
   `..`, `//`), or a value of the wrong type;
 * drop a key, add one the model knows (value drawn for its type) or one it doesn't;
 * rename a mapping key (a host, a service, a secret file's path) to a hostile one;
-* empty a list, or repeat one of its items.
+* empty a list, or repeat one of its items;
+* splice a hostile piece into a real value, or stretch it long (`https://x/dir` → `https://x/d?ir`).
 
 `annotation_at(path)` walks the model along a key path, so the strategies follow the contract as
 it grows: a new key or enum value is fuzzed without touching this file.
@@ -194,7 +195,7 @@ def mutated(draw: st.DrawFn, seed: tuple[str, dict[str, Any]]) -> dict[str, Any]
         last = path[-1]
         value = parent[last]
         kind = draw(st.sampled_from(["replace", "replace", "replace", "wrong-type", "drop", "add", "rename",
-                                     "empty", "repeat"]))
+                                     "empty", "repeat", "splice", "splice"]))
         tp = annotation_at(_model_path(path)) if str(path[0]).startswith("outpost:") else Any
         if kind == "replace":
             parent[last] = copy.deepcopy(draw(values_for(tp)))  # st.just([]) is one shared list
@@ -219,6 +220,12 @@ def mutated(draw: st.DrawFn, seed: tuple[str, dict[str, Any]]) -> dict[str, Any]
             parent[new] = parent.pop(last)
         elif kind == "empty" and isinstance(value, (list, dict)):
             value.clear()
+        elif kind == "splice" and isinstance(value, (str, int)) and not isinstance(value, bool):
+            # near-valid: the real value with a hostile piece inside it, or stretched long
+            text = str(value)
+            at = draw(st.integers(0, len(text)))
+            piece = draw(st.one_of(st.sampled_from(HOSTILE), TEXT, st.just(text * draw(st.integers(2, 40)))))
+            parent[last] = text[:at] + piece + text[at:]
         elif kind == "repeat" and isinstance(value, list) and value:
             value.append(copy.deepcopy(draw(st.sampled_from(value))))
     return doc
