@@ -1,6 +1,7 @@
 """A sample of generated stacks that pass `check`, through the real tools: `systemd-analyze
 verify` on every system and user unit, and `caddy validate` / `haproxy -c` / `nginx -t` on each
-host's proxy configuration. What the model accepts, the host's tools must accept too.
+host's proxy configuration. What the model accepts, the host's tools must accept too; and the
+program registers its resources for it under Pulumi's mocks (the rest of `make plan`).
 
 The podman quadlet generator only runs on the test VM (tests/validators, e2e): not here.
 Small and derandomized in `make test` (each example runs several tools); OUTPOST_FUZZ=long
@@ -20,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 
 from components.config import ConfigError, parse
+from components.program import mock_secret, run_program
 from components.render import render_stack
 from components.render.routes import proxy_spec
 from tests.fuzz.strategies import stacks
@@ -60,6 +62,9 @@ def test_generated_valid_stacks_pass_the_real_validators(case, tmp_path_factory)
     except ConfigError:
         assume(False)
     rendered = render_stack(stack)
+    # make plan's and `pulumi up`'s other half: the program itself, under Pulumi's mocks
+    secrets = {n: mock_secret(n) for n in config.get("outpost:secrets") or {}}
+    assert run_program(name, {**config, "outpost:secrets": secrets})
     for host, manifests in rendered.items():
         tmp = tmp_dir(tmp_path_factory)
         units = system_units(manifests)
