@@ -18,7 +18,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from components.config import ConfigError, parse
@@ -142,3 +142,28 @@ def test_key_paths_resolve_along_keys_with_dots():
     assert not resolves("hosts.web1", outpost)
     assert resolves('services["a b"].x', {"services": {"a b": {"x": 1}}})
     assert not resolves('services["a c"].x', {"services": {"a b": {"x": 1}}})
+
+
+@settings(parent=settings.get_profile(PROFILE), max_examples=settings.get_profile(PROFILE).max_examples // 5)
+@given(case=stacks(), data=st.data())
+def test_a_key_written_twice_in_the_stack_file_is_named(case, data, tmp_path_factory):
+    """Duplicate keys only exist in the YAML text: write the stack out, repeat one `key:` line
+    (YAML would silently keep the second), and `load_file` must name that key."""
+    import yaml
+
+    from components.config import load_file
+    name, config = case
+    lines = yaml.safe_dump({"config": config}, allow_unicode=True, width=10**6).splitlines()
+    keys = [i for i, line in enumerate(lines) if re.match(r"^\s{4,}[A-Za-z_][\w-]*:( |$)", line)]
+    assume(keys)
+    i = data.draw(st.sampled_from(keys))
+    lines.insert(i + 1, lines[i])
+    path = tmp_path_factory.mktemp("dup") / f"Pulumi.{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        load_file(path)
+    except ConfigError as error:
+        assert all(LINE_RE.match(line) for line in error.lines), error.lines
+        assert any("appears twice in one mapping" in line for line in error.lines), error.lines
+    else:
+        raise AssertionError(f"a repeated key went unnoticed: {lines[i]!r}")
