@@ -21,7 +21,8 @@ from components.config import ConfigError, parse
 from components.render import render_host
 from components.render.manifest import File, Manifest
 from components.render.services import HARDENING, service_manifests
-from components.render.systemd import env_assignment, exec_word, seconds, single_line
+from components.render.services import _seconds as seconds
+from components.render.systemd import env_assignment, exec_word, single_line
 from tests.render.services_cases import (CASES, EDGE, TRICKY_ENV, edge_stack, rendered, stack)
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "services"
