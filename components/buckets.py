@@ -2,7 +2,8 @@
 
 Creates, on any S3-compatible endpoint (Hetzner Object Storage, Scaleway, MinIO, AWS), a bucket
 with optional versioning, Object Lock default retention (GOVERNANCE or COMPLIANCE) and a lifecycle
-rule that expires current and noncurrent versions after N days. There is no Pulumi provider for
+rule that expires current versions after `expire_days` and noncurrent ones after
+`noncurrent_expire_days` (default: with the current ones). There is no Pulumi provider for
 "any S3 endpoint", so this is a `pulumi.dynamic.ResourceProvider` (`BucketProvider`) built on boto3.
 
 Layout:
@@ -70,11 +71,12 @@ UPDATE_KEYS = (
     "object_lock_days",
     "object_lock_mode",
     "expire_days",
+    "noncurrent_expire_days",
     "force_destroy",
 )
 INPUT_KEYS = REPLACE_KEYS + UPDATE_KEYS
 # Output-only properties: what read() finds on the real bucket beyond the inputs.
-OUTPUT_ONLY_KEYS = ("object_lock_enabled", "noncurrent_expire_days")
+OUTPUT_ONLY_KEYS = ("object_lock_enabled",)
 
 _PROVIDER_KEY = "__provider"
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN (preview placeholder)
@@ -116,7 +118,13 @@ class BucketSpec:
     object_lock_days: Optional[int] = None
     object_lock_mode: str = DEFAULT_LOCK_MODE
     expire_days: Optional[int] = None
+    noncurrent_expire_days: Optional[int] = None
     force_destroy: bool = False
+
+    @property
+    def noncurrent_days(self) -> Optional[int]:
+        """When noncurrent versions expire: noncurrent_expire_days, else with expire_days."""
+        return noncurrent_days(self.expire_days, self.noncurrent_expire_days)
 
     @classmethod
     def from_props(cls, props: Mapping[str, Any]) -> "BucketSpec":
@@ -134,6 +142,7 @@ class BucketSpec:
             object_lock_days=_as_int(props.get("object_lock_days")),
             object_lock_mode=str(props.get("object_lock_mode") or DEFAULT_LOCK_MODE),
             expire_days=_as_int(props.get("expire_days")),
+            noncurrent_expire_days=_as_int(props.get("noncurrent_expire_days")),
             force_destroy=bool(props.get("force_destroy") or False),
         )
 
@@ -145,8 +154,13 @@ class BucketSpec:
         return {
             **self.inputs(),
             "object_lock_enabled": self.object_lock_days is not None,
-            "noncurrent_expire_days": self.expire_days,
+            # what the lifecycle rule does to noncurrent versions (read() reports the same)
+            "noncurrent_expire_days": self.noncurrent_days,
         }
+
+
+def noncurrent_days(expire_days: Optional[int], noncurrent_expire_days: Optional[int]) -> Optional[int]:
+    return noncurrent_expire_days if noncurrent_expire_days is not None else expire_days
 
 
 def _as_int(value: Any) -> Any:
@@ -262,7 +276,7 @@ def validate(props: Mapping[str, Any]) -> list[tuple[str, str]]:
         if value is not None and not _is_unknown(value) and not isinstance(value, bool):
             fail(key, f"{key} must be true or false (got {type(value).__name__})")
 
-    for key in ("object_lock_days", "expire_days"):
+    for key in ("object_lock_days", "expire_days", "noncurrent_expire_days"):
         value = props.get(key)
         if not _is_unknown(value) and (problem := _positive_days_problem(key, value)) is not None:
             fail(key, problem)
@@ -354,6 +368,7 @@ def create_bucket(
     object_lock_days: Optional[int] = None,
     object_lock_mode: str = DEFAULT_LOCK_MODE,
     expire_days: Optional[int] = None,
+    noncurrent_expire_days: Optional[int] = None,
 ) -> None:
     """Create NAME and configure it. If configuring fails, the new (empty) bucket is removed again
     so a retry does not trip over a half-made bucket."""
@@ -413,8 +428,8 @@ def create_bucket(
             set_versioning(client, name, True)
         if object_lock_days is not None:
             set_object_lock(client, name, object_lock_days, object_lock_mode)
-        if expire_days is not None:
-            set_lifecycle(client, name, expire_days)
+        if expire_days is not None or noncurrent_expire_days is not None:
+            set_lifecycle(client, name, expire_days, noncurrent_expire_days)
     except BucketError as exc:
         try:
             client.delete_bucket(Bucket=name)
@@ -514,26 +529,23 @@ def set_object_lock(client: Any, name: str, days: Optional[int], mode: str = DEF
         client.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=config)
 
 
-def set_lifecycle(client: Any, name: str, expire_days: Optional[int]) -> None:
-    """Expire current versions and noncurrent versions after EXPIRE_DAYS; None removes the rule."""
+def set_lifecycle(
+    client: Any, name: str, expire_days: Optional[int], noncurrent_expire_days: Optional[int] = None
+) -> None:
+    """Expire current versions after EXPIRE_DAYS and noncurrent versions after
+    NONCURRENT_EXPIRE_DAYS (default: EXPIRE_DAYS too). With only NONCURRENT_EXPIRE_DAYS, current
+    versions stay forever: what a restic repository on a versioned bucket needs (old versions of
+    its files go, the files it still has stay). Neither: the rule is removed."""
+    noncurrent = noncurrent_days(expire_days, noncurrent_expire_days)
     with _s3("set lifecycle on", name):
-        if expire_days is None:
+        if expire_days is None and noncurrent is None:
             client.delete_bucket_lifecycle(Bucket=name)
             return
-        client.put_bucket_lifecycle_configuration(
-            Bucket=name,
-            LifecycleConfiguration={
-                "Rules": [
-                    {
-                        "ID": LIFECYCLE_RULE_ID,
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": ""},
-                        "Expiration": {"Days": int(expire_days)},
-                        "NoncurrentVersionExpiration": {"NoncurrentDays": int(expire_days)},
-                    }
-                ]
-            },
-        )
+        rule: dict[str, Any] = {"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""}}
+        if expire_days is not None:
+            rule["Expiration"] = {"Days": int(expire_days)}
+        rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(noncurrent)}
+        client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [rule]})
 
 
 def _first_page(client: Any, name: str, limit: int = 1000) -> list[dict[str, str]]:
@@ -654,6 +666,7 @@ class BucketProvider(pulumi.dynamic.ResourceProvider):
         inputs.setdefault("force_destroy", False)
         inputs.setdefault("object_lock_days", None)
         inputs.setdefault("expire_days", None)
+        inputs.setdefault("noncurrent_expire_days", None)
         if inputs.get("object_lock_mode") is None:
             inputs["object_lock_mode"] = DEFAULT_LOCK_MODE
         if inputs.get("versioning") is None:
@@ -679,9 +692,11 @@ class BucketProvider(pulumi.dynamic.ResourceProvider):
             old, new = norm(olds, key), norm(news, key)
             if key == "object_lock_mode" and norm(news, "object_lock_days") is None:
                 continue  # the mode means nothing without a retention rule
-            if key == "expire_days" and "noncurrent_expire_days" in olds:
-                # the rule sets both; a drifted noncurrent part needs an update too
-                if _is_unknown(new) or new != old or new != norm(olds, "noncurrent_expire_days"):
+            if key == "noncurrent_expire_days":
+                # compared as what the rule does: unset means "with expire_days"; the old output
+                # holds what the rule did when last applied or read (drift included)
+                new = noncurrent_days(norm(news, "expire_days"), new)
+                if _is_unknown(new) or _is_unknown(norm(news, "expire_days")) or new != old:
                     changed.append(key)
                 continue
             if _is_unknown(new) or new != old:
@@ -717,6 +732,7 @@ class BucketProvider(pulumi.dynamic.ResourceProvider):
                 object_lock_days=spec.object_lock_days,
                 object_lock_mode=spec.object_lock_mode,
                 expire_days=spec.expire_days,
+                noncurrent_expire_days=spec.noncurrent_expire_days,
             )
             return pulumi.dynamic.CreateResult(spec.bucket, spec.outputs())
 
@@ -774,8 +790,8 @@ class BucketProvider(pulumi.dynamic.ResourceProvider):
                 or (spec.object_lock_days is not None and spec.object_lock_mode != state["object_lock_mode"])
             ):
                 set_object_lock(client, name, spec.object_lock_days, spec.object_lock_mode)
-            if spec.expire_days != state["expire_days"] or spec.expire_days != state["noncurrent_expire_days"]:
-                set_lifecycle(client, name, spec.expire_days)
+            if spec.expire_days != state["expire_days"] or spec.noncurrent_days != state["noncurrent_expire_days"]:
+                set_lifecycle(client, name, spec.expire_days, spec.noncurrent_expire_days)
 
             outs = spec.outputs()
             outs["object_lock_enabled"] = state["object_lock_enabled"]
@@ -823,6 +839,7 @@ class BucketArgs:
     object_lock_days: Optional[pulumi.Input[int]] = None
     object_lock_mode: pulumi.Input[str] = DEFAULT_LOCK_MODE
     expire_days: Optional[pulumi.Input[int]] = None
+    noncurrent_expire_days: Optional[pulumi.Input[int]] = None
     force_destroy: pulumi.Input[bool] = False
 
 
@@ -848,6 +865,7 @@ class Bucket(pulumi.ComponentResource):
             "object_lock_days": args.object_lock_days,
             "object_lock_mode": args.object_lock_mode,
             "expire_days": args.expire_days,
+            "noncurrent_expire_days": args.noncurrent_expire_days,
             "force_destroy": args.force_destroy,
         }
         self.resource = _BucketResource(

@@ -7,8 +7,11 @@ resources come from running the program under mocks. Byte-identical across runs.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
+import os
+import pwd
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 from .config import load_file
 from .program import ROOT, Registered, run_program, stack_config
 from .render import render_stack
-from .render.manifest import Manifest
+from .render.manifest import File, Manifest
 
 SECRET = "<secret>"
 
@@ -72,6 +75,20 @@ def manifest_document(manifest: Manifest) -> dict[str, Any]:
     return doc
 
 
+def give_mode_and_owner(target: Path, f: File) -> None:
+    """TARGET gets the mode F will have on the host (a reviewer sees 0600 secrets, 0755 scripts)
+    and, when this runs as root and the account exists here, its owner and group too; plan.json
+    records both either way."""
+    os.chmod(target, int(f.mode, 8))
+    if os.geteuid() != 0:
+        return
+    try:
+        uid, gid = pwd.getpwnam(f.owner).pw_uid, grp.getgrnam(f.group).gr_gid
+    except KeyError:
+        return  # a service user the host will have and this machine doesn't
+    os.chown(target, uid, gid)
+
+
 def write_plan(stack_name: str, out: Path, project_dir: Path = ROOT) -> dict[str, Any]:
     stack = load_file(project_dir / f"Pulumi.{stack_name}.yaml")
     rendered = render_stack(stack)
@@ -90,6 +107,7 @@ def write_plan(stack_name: str, out: Path, project_dir: Path = ROOT) -> dict[str
                     target.write_bytes(f.content)
                 else:
                     target.write_text(f.content)
+                give_mode_and_owner(target, f)
     plan = {
         "stack": stack_name,
         "hosts": {host: {m.name: manifest_document(m) for m in manifests}

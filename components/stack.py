@@ -73,7 +73,7 @@ class Outpost(pulumi.ComponentResource):
                 access_key=args.secrets[cfg.credentials.access_key],
                 secret_key=args.secrets[cfg.credentials.secret_key],
                 versioning=cfg.versioning, object_lock_days=cfg.object_lock_days,
-                expire_days=cfg.expire_days, force_destroy=not stack.protect), opts=protect)
+                expire_days=cfg.expire_days, noncurrent_expire_days=cfg.noncurrent_expire_days, force_destroy=not stack.protect), opts=protect)
             for name, cfg in stack.buckets.items()
         }
 

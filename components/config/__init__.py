@@ -9,14 +9,17 @@ as `Pulumi.<stack>.yaml: outpost:<key path>: <what is wrong>`. Secret values nev
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import hostnames, repository
 from .checks import check
 from .model import Stack
+from .problem import KeyProblem
 
 NAMESPACE = "outpost"
 
@@ -33,13 +36,46 @@ def load_file(path: str | Path) -> Stack:
     path = Path(path)
     stack_name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        doc = yaml.safe_load(text) or {}
+        duplicates = _duplicate_keys(text)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError([f"{path.name}: cannot read: {exc}"]) from None
-    config = doc.get("config") or {}
+    if duplicates:  # YAML keeps the last silently: a typo'd copy would replace the first
+        raise ConfigError([f"{path.name}: {NAMESPACE}:{key}: {msg}" for key, msg in duplicates])
+    config = (doc.get("config") or {}) if isinstance(doc, dict) else doc  # a file that is a list, a number
     if not isinstance(config, dict):
         raise ConfigError([f"{path.name}: config: must be a mapping of keys like outpost:domain"])
     return parse(config, stack_name)
+
+
+def _duplicate_keys(text: str) -> list[tuple[str, str]]:
+    """Every key that appears twice in one mapping under config.outpost:*, as (key path, message)."""
+    problems: list[tuple[str, str]] = []
+
+    def walk(node: yaml.Node, loc: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is None:
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen and loc[:1] == ("config",) and (len(loc) > 1 or key.startswith(NAMESPACE + ":")):
+                    where = loc[1:] + (key,)
+                    where = (where[0].partition(":")[2], *where[1:])
+                    problems.append((_key_path(where), f"appears twice in one mapping (lines {seen[key]} and {line}); "
+                                     "YAML would keep only the last: remove or merge one"))
+                seen.setdefault(key, line)
+                walk(value, loc + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, loc + (i,))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return problems
 
 
 def load_pulumi() -> Stack:
@@ -74,11 +110,42 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     try:
         stack = Stack.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in _pydantic_problems(exc)]) from None
-    problems = check(stack)
+        problems = list(dict.fromkeys(_pydantic_problems(exc)))  # a union reports one problem per member
+        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems]) from None
+    problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
+    if not problems:  # the renderers assume a stack that passed every check above
+        problems = render_problems(stack)
     if problems:
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
     return stack
+
+
+def render_problems(stack: Stack) -> list[tuple[str, str]]:
+    """Run every renderer on every host, as `up` and `make plan` will: the `KeyProblem`s they raise
+    (rules that need the rendered text), each once. Anything else they raise is a bug, not a
+    problem with the stack, and propagates."""
+    # the render layer imports the model: import it late
+    from ..render import RENDERERS
+    from ..render.backups import backup_manifest
+    from ..render.services import service_manifest
+
+    # Each renderer stops at its first problem; rendering each service and backup on its own too
+    # finds the problems of the others.
+    runs = [(renderer, (stack, host)) for host in stack.hosts for renderer in RENDERERS]
+    runs += [(service_manifest, (stack, host, name)) for name, svc in stack.services.items() for host in svc.hosts]
+    runs += [(backup_manifest, (stack, name)) for name in stack.backups]
+    problems: list[tuple[str, str]] = []
+    for run, args in runs:
+        try:
+            run(*args)
+        except KeyProblem as problem:
+            if (problem.key, problem.message) not in problems:
+                problems.append((problem.key, problem.message))
+    return problems
+
+
+# A mapping key written as is in a key path; any other is written ["quoted"] (JSON, ASCII).
+PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_@%+=:,~/-][A-Za-z0-9_.@%+=:,~/-]*")
 
 
 def _key_path(loc: tuple) -> str:
@@ -88,8 +155,10 @@ def _key_path(loc: tuple) -> str:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif PLAIN_KEY_RE.fullmatch(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            out += f"[{json.dumps(str(part))}]"
     return out
 
 

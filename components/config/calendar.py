@@ -19,7 +19,8 @@ NUMBER = r"\d+"
 
 
 def _check_component(text: str, low: int, high: int, what: str, fraction: bool = False) -> None:
-    """One date/time component: `*`, N, A..B, N/R, *\\/R, lists of those joined by commas."""
+    """One date/time component: `*`, N, A..B, N/R, lists of those joined by commas (systemd
+    refuses `*/R`)."""
     if text == "":
         raise ValueError(f"empty {what}")
     for part in text.split(","):
@@ -27,6 +28,8 @@ def _check_component(text: str, low: int, high: int, what: str, fraction: bool =
         if rep and not re.fullmatch(r"\d+(\.\d+)?" if fraction else NUMBER, rep):
             raise ValueError(f"bad repetition {rep!r} in {what}")
         if base == "*":
+            if rep:
+                raise ValueError(f"'*/{rep}' in {what}: a repetition needs a start, like 0/{rep}")
             continue
         start, dots, end = base.partition("..")
         values = [start, end] if dots else [start]

@@ -468,10 +468,11 @@ def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:
         if backup.tool == "litestream" and any(not p.endswith((".db", ".sqlite", ".sqlite3")) for p in backup.paths):
             yield f"{where}.paths", "litestream replicates SQLite databases: list database files (*.db, *.sqlite, *.sqlite3)"
     for name, bucket in stack.buckets.items():
-        if not bucket.endpoint.startswith(("https://", "http://")):
-            yield f"buckets.{name}.endpoint", f"{bucket.endpoint!r} is not a URL like https://hel1.your-objectstorage.com"
         if bucket.object_lock_days and not bucket.versioning:
             yield f"buckets.{name}.versioning", "Object Lock needs versioning: true"
+        if bucket.noncurrent_expire_days and not bucket.versioning:
+            yield (f"buckets.{name}.noncurrent_expire_days", "only applies with versioning: true (an unversioned "
+                   "bucket has no noncurrent versions); use expire_days, or turn versioning on")
 
 
 def _backup_tools(stack: Stack) -> Iterator[Problem]:

@@ -14,13 +14,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from .timespan import USEC_INFINITY, check_timespan
+
 # A service, user or host name: a valid unix user name and systemd unit name prefix at once.
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DURATION_RE = re.compile(r"^(\d+(\.\d+)?(us|ms|s|sec|m|min|h|d|w)\s*)+$")
 CPU_RE = re.compile(r"^\d+%$")
 MEMORY_RE = re.compile(r"^\d+[KMGT]?$")
 # A route hostname: DNS labels, `{suffix}` allowed inside a label, `*.` allowed in front.
@@ -28,6 +29,13 @@ ROUTE_HOST_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]|\{suffix\})*\.)*[a-z0-9
 # A wildcard certificate name: `*.` then at least two labels (`{suffix}` allowed inside a label).
 WILDCARD_RE = re.compile(r"^\*\.([a-z0-9]([a-z0-9-]|\{suffix\})*\.)+[a-z0-9]([a-z0-9-]|\{suffix\})*$")
 URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+# A health check path: "/" or segments of URL-safe characters, none of them "." or "..", no
+# empty segment: what the agent's HTTP client and every proxy request unchanged.
+HEALTH_PATH_RE = re.compile(r"^/$|^(/(?!\.\.?(/|$))[A-Za-z0-9._~-]+)+$")
+# A route's path prefix: the same without "/" alone (a route without path takes the whole host).
+ROUTE_PATH_RE = re.compile(r"^(/(?!\.\.?(/|$))[A-Za-z0-9._~-]+)+$")
+# An S3 endpoint: scheme, host (name, IPv4 or [IPv6]), optional port and path; nothing to quote.
+ENDPOINT_RE = re.compile(r"^https?://([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~-]*)*$")
 ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9._@%+=:,/-]*$")
 SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?$")
 
@@ -51,8 +59,37 @@ def _matching(pattern: re.Pattern[str], what: str):
 
 
 def _no_newline(value: str) -> str:
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("must be a single line")
+    """One line of text that may go into a unit file or a config line: no control character
+    (newline, tab, escape, NUL ...), exactly what the renderers' single_line accepts."""
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"{value!r} must be a single line without control characters")
+    return value
+
+
+def _normalized(value: str) -> str:
+    """An absolute path as the host's filesystem sees it: no empty, "." or ".." segment."""
+    if value != "/" and any(seg in ("", ".", "..") for seg in value[1:].split("/")):
+        raise ValueError(f"{value!r} is not a normalized absolute path (no '.', '..', '//' or trailing '/')")
+    return value
+
+
+def _file_path(value: str) -> str:
+    if value == "/":
+        raise ValueError("'/' is a directory; name a file like /etc/app/token")
+    return value
+
+
+def _timespan(value: str) -> str:
+    check_timespan(value)
+    return value
+
+
+def _probe_span(value: str) -> str:
+    """A health interval or timeout: also read by the proxies, in whole milliseconds."""
+    usec = check_timespan(value)
+    if usec == USEC_INFINITY or not 0 < usec <= 3600 * 10**6 or usec % 1000:
+        raise ValueError(f"{value!r} must be longer than 0, at most 1h and a whole number of milliseconds "
+                         "(the proxies' health checks count in ms)")
     return value
 
 
@@ -76,8 +113,10 @@ Name = Annotated[str, _matching(NAME_RE, "a valid name: lowercase letter first, 
 ServiceName = Annotated[str, _matching(SERVICE_NAME_RE, "a valid service name: lowercase letter first, then a-z 0-9 -, at most 31 characters (it becomes a unix user, a systemd unit and a manifest name)")]
 HostName = Annotated[str, _matching(HOSTNAME_RE, "a valid host name: a-z 0-9 and -, at most 63 characters")]
 SecretName = Annotated[str, _matching(SECRET_NAME_RE, "a secret name (letters, digits, _ . -)")]
-Duration = Annotated[str, _matching(DURATION_RE, "a systemd duration like 2s, 500ms, 30m or 1h")]
-AbsPath = Annotated[str, _matching(ABS_PATH_RE, "an absolute path without spaces or shell characters")]
+Duration = Annotated[str, AfterValidator(_timespan)]
+ProbeDuration = Annotated[str, AfterValidator(_probe_span)]
+AbsPath = Annotated[str, _matching(ABS_PATH_RE, "an absolute path without spaces or shell characters"), AfterValidator(_normalized)]
+FilePath = Annotated[AbsPath, AfterValidator(_file_path)]
 Line = Annotated[str, AfterValidator(_no_newline)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Network = Annotated[str, AfterValidator(_ip_network)]
@@ -121,7 +160,7 @@ class Host(Strict):
     user: Name = "root"                     # first login, before outpost's admin user exists
     host_key: SshKey | None = None
     # both
-    networks: dict[str, Address] = {}
+    networks: dict[HostName, Address] = {}
     region: str | None = None
 
 
@@ -133,6 +172,7 @@ WORD_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 # A volume: SOURCE:TARGET[:OPTIONS] with plain path characters.
 VOLUME_RE = re.compile(r"^[A-Za-z0-9_@+=.,/-]+:/[A-Za-z0-9_@+=.,/-]*(:[a-zA-Z,=0-9]+)?$")
 REPO_PATH_RE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._@+=,/-]+$")
+RepoPath = Annotated[str, _matching(REPO_PATH_RE, "a path relative to the repository root like files/demo/hello.py")]
 
 
 def _command_line(value: str) -> str:
@@ -140,9 +180,11 @@ def _command_line(value: str) -> str:
     import shlex
     _no_newline(value)
     try:
-        shlex.split(value)
+        words = shlex.split(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a command line outpost can split into words ({exc})") from None
+    if not words:
+        raise ValueError(f"{value!r} has no words; give a command, or leave the key out")
     return value
 
 
@@ -153,7 +195,7 @@ class ContainerBuild(Strict):
     `podman import` as `<image>:<tag>` into the storage of the user that runs the service."""
 
     host_paths: list[AbsPath] = []
-    files: dict[AbsPath, Annotated[str, _matching(REPO_PATH_RE, "a path relative to the repository root like files/demo/hello.py")]] = {}
+    files: dict[FilePath, RepoPath] = {}
 
 
 class Container(Strict):
@@ -167,9 +209,21 @@ class Container(Strict):
     build: ContainerBuild | None = None     # build the image on the host (no registry needed)
 
 
+def _program(value: str) -> str:
+    """A process's exec: its first word, the program, is an absolute normalized path."""
+    import shlex
+    words = shlex.split(value)
+    if not words:
+        raise ValueError("is empty; give the program to run, like /opt/app/app --port 8080")
+    if not ABS_PATH_RE.match(words[0]):
+        raise ValueError(f"{words[0]!r} is not an absolute program path like /usr/bin/python3 (no spaces or shell characters)")
+    _normalized(words[0])
+    return value
+
+
 class Process(Strict):
-    exec: Line
-    artifacts: dict[AbsPath, str] = {}
+    exec: Annotated[str, AfterValidator(_command_line), AfterValidator(_program)]
+    artifacts: dict[FilePath, RepoPath] = {}
 
 
 class Socket(Strict):
@@ -184,9 +238,9 @@ class Limits(Strict):
 
 
 class Health(Strict):
-    path: Annotated[str, _matching(URL_PATH_RE, "a URL path like /ready")]
-    interval: Duration = "2s"
-    timeout: Duration = "1s"
+    path: Annotated[str, _matching(HEALTH_PATH_RE, "a URL path like /ready or / (segments of A-Z a-z 0-9 . _ ~ -, none of them '.' or '..', no '//' or trailing '/')")]
+    interval: ProbeDuration = "2s"
+    timeout: ProbeDuration = "1s"
     retries: int = Field(default=20, ge=1, le=1000)
 
 
@@ -211,7 +265,7 @@ class Service(Strict):
     state_directory: Name | None = None
     env: dict[Annotated[str, _matching(ENV_NAME_RE, "an environment variable name")], Line] = {}
     secret_env: dict[Annotated[str, _matching(ENV_NAME_RE, "an environment variable name")], SecretName] = {}
-    secret_files: dict[AbsPath, SecretName] = {}
+    secret_files: dict[FilePath, SecretName] = {}
     limits: Limits | None = None
     health: Health | None = None
     deploy: Literal["rolling", "blue-green", "restart"] = "rolling"
@@ -232,17 +286,17 @@ class Service(Strict):
 
 class Route(Strict):
     host: Annotated[str, _matching(ROUTE_HOST_RE, "a host name like app{suffix}.example.org")]
-    path: Annotated[str, _matching(URL_PATH_RE, "a URL path prefix like /api")] | None = None
+    path: Annotated[str, _matching(ROUTE_PATH_RE, "a URL path prefix like /api or /api/v1 (segments of A-Z a-z 0-9 . _ ~ -, none of them '.' or '..', no trailing '/'; leave path out to route the whole host)")] | None = None
     service: str
 
 
 class Proxy(Strict):
     kind: Literal["caddy", "haproxy", "nginx"] = "caddy"
     tls: Literal["acme", "acme-dns", "internal", "files", "none"] = "acme"
-    email: Line | None = None
+    email: Annotated[str, _matching(re.compile(r"^[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+$"), "a plain e-mail address like ops@example.org")] | None = None
     certificate: SecretName | None = None   # tls: files
     key: SecretName | None = None           # tls: files
-    acme_ca: Line | None = None             # ACME directory URL (acme, acme-dns); default Let's Encrypt
+    acme_ca: Annotated[str, _matching(re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"), "an ACME directory URL like https://acme-staging-v02.api.letsencrypt.org/directory (no spaces, quotes, query or fragment)")] | None = None  # ACME directory URL (acme, acme-dns); default Let's Encrypt
     acme_ca_root: SecretName | None = None  # tls: acme: secret holding the PEM root that signs acme_ca's HTTPS certificate
     # acme-dns, internal: wildcard certificates; a route hostname one covers is served with it
     wildcards: list[Annotated[str, _matching(WILDCARD_RE, "a wildcard name like *.example.org")]] = []
@@ -257,7 +311,7 @@ class DnsRecord(Strict):
 
 class Dns(Strict):
     provider: Literal["hetzner"] = "hetzner"
-    zone: HostName | Annotated[str, _matching(re.compile(r"^[a-z0-9.-]+$"), "a DNS zone")]
+    zone: Annotated[str, _matching(re.compile(r"^[a-z0-9.-]+$"), "a DNS zone")]
     token: SecretName | None = None         # tls: acme-dns: secret holding a Hetzner API token for DNS-01
     ttl: int = Field(default=300, ge=60)
     records: list[DnsRecord] = []
@@ -272,13 +326,16 @@ class GeoHealth(Strict):
     protocol: Literal["http", "https", "tcp"] = "https"
 
 
+PoolName = Annotated[str, _matching(re.compile(r"^[A-Za-z0-9_-]{1,63}$"), "a pool name like eu or default (letters, digits, _ and -)")]
+
+
 class GeoRecordSpec(Strict):
     name: Line
     type: Literal["A", "AAAA"] = "A"
     ttl: int | None = Field(default=None, ge=10)
-    pools: dict[str, list[str]] = Field(min_length=1)
-    rules: dict[str, list[Annotated[str, _matching(re.compile(r"^[A-Z]{2}$"), "a continent (EU, NA, ...) or ISO country code (DE, US, ...)")]]] = {}
-    default: str = "default"                # the pool that answers when no rule matches
+    pools: dict[PoolName, list[str]] = Field(min_length=1)
+    rules: dict[PoolName, list[Annotated[str, _matching(re.compile(r"^[A-Z]{2}$"), "a continent (EU, NA, ...) or ISO country code (DE, US, ...)")]]] = {}
+    default: PoolName = "default"           # the pool that answers when no rule matches
     health: GeoHealth | None = None
 
 
@@ -296,11 +353,13 @@ class BucketCredentials(Strict):
 
 
 class Bucket(Strict):
-    endpoint: Line
-    region: Line = "us-east-1"
+    endpoint: Annotated[str, _matching(ENDPOINT_RE, "a URL like https://hel1.your-objectstorage.com (http or https, a host, an optional port and path; no spaces or quotes)")]
+    region: Annotated[str, _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "a region name like hel1, fr-par or us-east-1")] = "us-east-1"
     versioning: bool = False
     object_lock_days: int | None = Field(default=None, ge=1)
     expire_days: int | None = Field(default=None, ge=1)
+    # versioned buckets: delete versions N days after a newer one replaced them (current ones stay)
+    noncurrent_expire_days: int | None = Field(default=None, ge=1)
     credentials: BucketCredentials
 
 
@@ -310,7 +369,7 @@ class Backup(Strict):
     bucket: str
     tool: Literal["restic", "kopia", "litestream"] = "restic"
     schedule: Line = "daily"
-    ping: Line | None = None
+    ping: Annotated[Line, _matching(re.compile(r"^https?://[^\s'\"\\/][^\s'\"\\]*$"), "an http(s) URL without spaces or quotes, like https://hc-ping.com/<uuid>")] | None = None
     password: SecretName | None = None
 
 
@@ -330,7 +389,7 @@ class Stack(Strict):
     dns: Dns | None = None
     geodns: GeoDns | None = None
     buckets: dict[Annotated[str, _matching(re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"), "a bucket name (3-63 of a-z 0-9 . -)")], Bucket] = {}
-    backups: dict[Name, Backup] = {}
+    backups: dict[Annotated[str, _matching(SERVICE_NAME_RE, "a valid backup name: lowercase letter first, then a-z 0-9 -, at most 31 characters (it names the backup's manifest, units and restart group)")], Backup] = {}
     secrets: dict[SecretName, Any] = {}
 
     def service_user(self, name: str) -> str:

@@ -38,8 +38,9 @@ import re
 import shlex
 
 from ..config.model import Backup, Bucket, Stack
+from ..config.problem import KeyProblem
 from .manifest import File, Manifest, Unit, secret_ref
-from .systemd import checked_path, exec_line, exec_word, single_line, unit_text
+from .systemd import exec_line, exec_word, single_line, unit_text
 
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR = "/etc/outpost/backup"
@@ -149,7 +150,7 @@ def ping_url(backup: Backup, name: str) -> str | None:
 
 
 def paths_of(backup: Backup, name: str) -> list[str]:
-    return [checked_path(p, f"backups.{name}.paths") for p in backup.paths]
+    return list(backup.paths)  # absolute and normalized: the model's AbsPath
 
 
 def restore_path(name: str) -> str:
@@ -325,7 +326,7 @@ def litestream_databases(name: str, backup: Backup) -> list[tuple[str, str]]:
     replicas = [r for _, r in dbs]
     clash = sorted({r for r in replicas if replicas.count(r) > 1})
     if clash:
-        raise ValueError(f"backups.{name}.paths: two databases share the file name of {', '.join(clash)} "
+        raise KeyProblem(f"backups.{name}.paths", f"two databases share the file name of {', '.join(clash)} "
                          "(each replicates to <bucket>/<backup name>/<file name>); rename one or split the backup")
     return dbs
 

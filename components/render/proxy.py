@@ -176,7 +176,7 @@ def check_upstream(up: Upstream) -> Upstream:
     if up.bluegreen and len(up.ports) != 2:
         raise ValueError(f"service {up.service}: blue-green needs exactly two ports (blue, green), "
                          f"got {list(up.ports)}")
-    if up.health_path is not None:
+    if up.health_path is not None and up.health_path != "/":  # a health check may probe the root
         check_path(up.health_path)
     duration_ms(up.health_interval)
     duration_ms(up.health_timeout)

@@ -8,6 +8,7 @@ Pure: builds `ProxySpec`s from the stack config and wraps `proxy.render_proxy` o
 from __future__ import annotations
 
 from ..config.model import TLS_WILDCARD_MODES, Stack, covering_wildcard
+from ..config.timespan import parse_timespan
 from .manifest import Dir, Manifest, Unit
 from .proxy import (CERT_FILE_MODES, MAIN_CONFIG, TLS_DIR, ProxySpec, Route, Upstream,
                     proxy_dirs, proxy_packages, proxy_unit, render_proxy, validate_argv)
@@ -22,9 +23,14 @@ def upstream(stack: Stack, service: str) -> Upstream:
     health = svc.health
     return Upstream(service=service, ports=tuple(svc.ports()),
                     health_path=health.path if health else None,
-                    health_interval=health.interval if health else "2s",
-                    health_timeout=health.timeout if health else "1s",
+                    health_interval=_ms(health.interval) if health else "2s",
+                    health_timeout=_ms(health.timeout) if health else "1s",
                     bluegreen=svc.deploy == "blue-green")
+
+
+def _ms(span: str) -> str:
+    """A health interval or timeout (a systemd time span, whole ms: the model's rule) as "1500ms"."""
+    return f"{parse_timespan(span) // 1000}ms"
 
 
 def proxy_spec(stack: Stack, host: str) -> ProxySpec | None:

@@ -47,9 +47,12 @@ from typing import Any
 import jinja2
 
 from ..config.model import Service, Stack
+from ..config.problem import KeyProblem
+from ..config.repository import repo_file
+from ..config.timespan import parse_timespan
 from .base import AGENT_PATH
 from .manifest import File, Manifest, Unit, User, secret_ref
-from .systemd import (checked_path, env_assignment, exec_line, exec_word, seconds, single_line, specifiers,
+from .systemd import (env_assignment, exec_line, exec_word, single_line, specifiers,
                       split_command, unit_text)
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -187,10 +190,10 @@ class Parts:
 
 
 def repo_bytes(relative: str, what: str) -> tuple[bytes, bool]:
-    """A repository file's bytes and whether it is executable; never outside the repository."""
-    path = (REPO / relative).resolve()
-    if REPO not in path.parents or not path.is_file():
-        raise ValueError(f"{what}: {relative!r} is not a file in the repository ({REPO})")
+    """A repository file's bytes and whether it is executable (config/repository.py checked that
+    RELATIVE names a file inside the repository)."""
+    path = repo_file(relative)
+    assert path is not None, f"{what}: {relative!r} passed check but is not a repository file"
     return path.read_bytes(), os.access(path, os.X_OK)
 
 
@@ -212,7 +215,7 @@ def secret_parts(svc: Service, place: Place, name: str, parts: Parts, *, owner: 
         parts.add(File(path, secret_env_text(svc, quote), "0600", place.owner, place.owner))
         env_files.append(path)
     for path, secret in sorted(svc.secret_files.items()):
-        parts.add(File(checked_path(path, f"services.{name}.secret_files"), secret_ref(secret),
+        parts.add(File(path, secret_ref(secret),
                        "0600", owner, owner))
     return env_files
 
@@ -229,8 +232,14 @@ def limit_lines(svc: Service) -> list[str]:
 def health_settings(svc: Service) -> dict[str, float | int]:
     if svc.health is None:
         return dict(DEFAULT_HEALTH)
-    return {"interval": seconds(svc.health.interval), "timeout": seconds(svc.health.timeout),
+    return {"interval": _seconds(svc.health.interval), "timeout": _seconds(svc.health.timeout),
             "retries": svc.health.retries}
+
+
+def _seconds(span: str) -> float | int:
+    """A time span the model accepted (positive, whole ms) in seconds, as the agent reads it."""
+    usec = parse_timespan(span)
+    return usec // 10**6 if usec % 10**6 == 0 else usec / 10**6
 
 
 def health_url(svc: Service, port: int | None) -> str | None:
@@ -308,12 +317,11 @@ def build_inputs(name: str, svc: Service, place: Place, parts: Parts) -> list[st
     files_dir = f"{place.config_dir}/{name}-image"
     digest_of = {}
     for image_path, source in sorted(build.files.items()):
-        checked_path(image_path, f"services.{name}.container.build.files")
         data, executable = repo_bytes(source, f"services.{name}.container.build.files.{image_path}")
         mode = "0755" if executable else "0644"
         parts.add(File(f"{files_dir}{image_path}", data, mode, place.owner, place.owner))
         digest_of[image_path] = [hashlib.sha256(data).hexdigest(), mode]
-    host_paths = sorted(checked_path(p, f"services.{name}.container.build.host_paths") for p in build.host_paths)
+    host_paths = sorted(build.host_paths)
     doc = {"host_paths": host_paths, "files": digest_of, "format": 1}
     inputs = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
     return [inputs, files_dir, *host_paths]
@@ -441,10 +449,7 @@ def process_identity(stack: Stack, name: str) -> tuple[list[str], list[User], st
 
 
 def process_exec(name: str, svc: Service, templated: bool) -> str:
-    words = split_command(svc.process.exec, f"services.{name}.process.exec")
-    if not words[0].startswith("/"):
-        raise ValueError(f"services.{name}.process.exec: {words[0]!r} must be an absolute path")
-    checked_path(words[0], f"services.{name}.process.exec")
+    words = split_command(svc.process.exec, f"services.{name}.process.exec")  # the model checked the program
     return exec_line(words, instance=templated, what=f"services.{name}.process.exec")
 
 
@@ -481,7 +486,6 @@ def process_unit_text(stack: Stack, name: str, *, templated: bool, socket: bool,
 
 def artifact_parts(name: str, svc: Service, parts: Parts) -> None:
     for path, source in sorted(svc.process.artifacts.items()):
-        checked_path(path, f"services.{name}.process.artifacts")
         data, executable = repo_bytes(source, f"services.{name}.process.artifacts.{path}")
         parts.add(File(path, data, "0755" if executable else "0644"))
 
@@ -576,7 +580,9 @@ def finish(manifest: Manifest, parts: Parts, groups: list[dict[str, Any]]) -> Ma
     paths = [f.path for f in manifest.files]
     duplicates = sorted({p for p in paths if paths.count(p) > 1})
     if duplicates:
-        raise ValueError(f"{manifest.name}: these paths are shipped twice: {', '.join(duplicates)}")
+        raise KeyProblem(f"services.{manifest.name.removeprefix('svc-')}",
+                         f"these paths are shipped twice: {', '.join(duplicates)} (a secret file or artifact "
+                         "at a path outpost writes for this service itself?)")
     manifest.units = parts.units
     manifest.restart = groups
     return manifest
@@ -584,10 +590,10 @@ def finish(manifest: Manifest, parts: Parts, groups: list[dict[str, Any]]) -> Ma
 
 def check_service_name(name: str) -> None:
     if not SERVICE_NAME_RE.fullmatch(name):
-        raise ValueError(f"service {name!r}: its manifest (svc-{name}) and restart group need a name "
+        raise KeyProblem(f"services.{name}", f"its manifest (svc-{name}) and restart group need a name "
                          "of a-z, 0-9 and '-' (no '_')")
     if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
-        raise ValueError(f"service {name!r}: a unit named {name}.service would replace the host's own "
+        raise KeyProblem(f"services.{name}", f"a unit named {name}.service would replace the host's own "
                          "(ssh, the proxy, podman, systemd ...); choose another name")
 
 
@@ -623,8 +629,8 @@ def check_unit_names(manifests: list[Manifest]) -> None:
         for scope, unit, f in defined_units(m):
             other = seen.setdefault((scope, unit), (m.name, f))
             if other[0] != m.name and other[1] != f:
-                raise ValueError(f"unit {unit} ({scope}) is defined by both {other[0]} and {m.name}; "
-                                 "rename one of the services")
+                raise KeyProblem(f"services.{m.name.removeprefix('svc-')}", f"unit {unit} ({scope}) is defined by both "
+                                 f"{other[0]} and {m.name}; rename one of the services")
 
 
 def service_manifests(stack: Stack, host: str) -> list[Manifest]:

@@ -7,16 +7,12 @@ start a new line, smuggle in a specifier or `$` expansion, or break out of its q
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # A command-line word that needs no quotes in a unit file.
 PLAIN_WORD_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|sec|min|s|m|h|d|w)\s*")
-SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400,
-           "w": 604800}
 
 
 def single_line(value: str, what: str) -> str:
@@ -72,28 +68,3 @@ def env_assignment(key: str, value: str, *, instance: bool, on_command_line: boo
     if PLAIN_WORD_RE.fullmatch(f"{key}={value}"):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def checked_path(path: str, what: str) -> str:
-    """An absolute, normalized path without `..`, whitespace or quotes."""
-    single_line(path, what)
-    if not path.startswith("/") or os.path.normpath(path) != path or ".." in path.split("/") \
-            or not PLAIN_WORD_RE.fullmatch(path):
-        raise ValueError(f"{what}: {path!r} must be an absolute normalized path without '..', "
-                         "spaces or quotes")
-    return path
-
-
-def seconds(duration: str) -> float | int:
-    """A systemd duration ("2s", "500ms", "1min 30s") in seconds."""
-    pos, total = 0, 0.0
-    text = duration.strip()
-    while pos < len(text):
-        m = DURATION_PART_RE.match(text, pos)
-        if not m:
-            raise ValueError(f"duration {duration!r} is not like 2s, 500ms or 1min")
-        total += float(m.group(1)) * SECONDS[m.group(2)]
-        pos = m.end()
-    if total <= 0:
-        raise ValueError(f"duration {duration!r} must be longer than 0")
-    return int(total) if total == int(total) else round(total, 6)

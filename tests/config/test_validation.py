@@ -72,7 +72,7 @@ CASES = {
         "Pulumi.test.yaml: outpost:services.kollektivkart-etl.schedule.calendar: '*-*-* 25:00:00' is not a systemd calendar expression"),
     "service name not a unix user": (
         lambda c: c["outpost:services"].update({"Web App": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}),
-        "Pulumi.test.yaml: outpost:services.Web App: 'Web App' is not a valid service name"),
+        'Pulumi.test.yaml: outpost:services["Web App"]: \'Web App\' is not a valid service name'),
     "unknown key": (
         lambda c: c["outpost:hosts"]["web1"].update(flavour="large"),
         "Pulumi.test.yaml: outpost:hosts.web1.flavour: unknown key; valid keys here: address, host_key, image"),

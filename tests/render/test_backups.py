@@ -299,28 +299,33 @@ def test_ping_specifiers_and_dollars_are_escaped():
 
 @pytest.mark.parametrize("ping", ["https://hc.example/a'b", "https://hc.example/a b", "ftp://x/y", "hc-ping.com/x"])
 def test_bad_ping_urls_are_refused(ping):
-    with pytest.raises(ValueError, match="ping"):
-        backup_manifests(stack_with(one(ping=ping)), "vps1")
+    with pytest.raises(ConfigError) as err:
+        stack_with(one(ping=ping))
+    assert err.value.lines == [f"Pulumi.backups-test.yaml: outpost:backups.x.ping: {ping!r} is not an http(s) URL "
+                               "without spaces or quotes, like https://hc-ping.com/<uuid>"]
 
 
 def test_quote_in_endpoint_is_refused():
     config = copy.deepcopy(BASE)
     config["outpost:buckets"]["backups"]["endpoint"] = "https://x.example/'a"
     config["outpost:backups"] = one()
-    with pytest.raises(ValueError, match="single quote"):
-        backup_manifests(parse(config, "t"), "vps1")
+    with pytest.raises(ConfigError, match=r"outpost:buckets\.backups\.endpoint: .* is not a URL"):
+        parse(config, "t")
 
 
 def test_underscore_names_are_refused():
-    with pytest.raises(ValueError, match="no '_'"):
-        backup_manifests(stack_with({"my_backup": one()["x"]}), "vps1")
+    with pytest.raises(ConfigError, match="outpost:backups.my_backup: 'my_backup' is not a valid backup name"):
+        stack_with({"my_backup": one()["x"]})
 
 
 def test_litestream_databases_need_distinct_file_names():
     backups = {"x": {"host": "vps1", "paths": ["/srv/a/app.db", "/srv/b/app.db"], "bucket": "backups",
                      "tool": "litestream"}}
-    with pytest.raises(ValueError, match="share the file name"):
-        backup_manifests(stack_with(backups), "vps1")
+    with pytest.raises(ConfigError) as err:
+        stack_with(backups)
+    assert err.value.lines == ["Pulumi.backups-test.yaml: outpost:backups.x.paths: two databases share the file name "
+                               "of x/app.db (each replicates to <bucket>/<backup name>/<file name>); rename one or "
+                               "split the backup"]
 
 
 def test_kopia_is_rejected_by_the_config_checks():

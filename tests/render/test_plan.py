@@ -56,3 +56,26 @@ def test_plan_masks_every_secret(tmp_path):
             assert res["inputs"]["connection"]["privateKey"] == "<secret>"
         if res["type"] == "hcloud:index/server:Server":
             assert res["inputs"]["userData"] == "<secret>"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_files_have_the_mode_and_owner_the_host_gives_them(stack, tmp_path):
+    """A reviewer sees 0600 secrets and 0755 scripts on disk; plan.json lists mode and owner too.
+    As root the owner is set wherever the account exists on this machine (root, in CI)."""
+    import grp
+    import os
+    import pwd
+    import stat
+    render(stack, tmp_path)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    modes = set()
+    for host, manifests in plan["hosts"].items():
+        for manifest in manifests.values():
+            for path, f in manifest["files"].items():
+                st = (tmp_path / "hosts" / host / path.lstrip("/")).stat()
+                assert f"{stat.S_IMODE(st.st_mode):04o}" == f["mode"], (host, path)
+                modes.add(f["mode"])
+                assert f["owner"] and f["group"]
+                if os.geteuid() == 0 and f["owner"] == "root":
+                    assert (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == ("root", f["group"])
+    assert {"0600", "0644", "0755"} <= modes, modes   # secrets, configs and scripts all appear

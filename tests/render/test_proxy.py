@@ -339,6 +339,8 @@ def test_bad_hosts_are_rejected(kind, host):
 def test_bad_paths_are_rejected(kind, path):
     with pytest.raises(ValueError, match="route path"):
         render_proxy(ProxySpec(kind, "none", None, (Route("a.example.org", path, EUGENE),)))
+    if path == "/":  # a route prefix, never; a health check may probe the root (tests/fuzz)
+        return
     with pytest.raises(ValueError, match="route path"):  # the health path too
         render_proxy(ProxySpec(kind, "none", None, (Route("a.example.org", None, replace(EUGENE, health_path=path)),)))
 

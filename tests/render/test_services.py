@@ -21,7 +21,8 @@ from components.config import ConfigError, parse
 from components.render import render_host
 from components.render.manifest import File, Manifest
 from components.render.services import HARDENING, service_manifests
-from components.render.systemd import env_assignment, exec_word, seconds, single_line
+from components.render.services import _seconds as seconds
+from components.render.systemd import env_assignment, exec_word, single_line
 from tests.render.services_cases import (CASES, EDGE, TRICKY_ENV, _base, edge_stack, rendered, stack)
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "services"
@@ -444,25 +445,31 @@ def test_injection_is_rejected_by_config_validation(config):
         parse(config, "edge")
 
 
-@pytest.mark.parametrize("service, changes", [
-    ("api", {"process": {"exec": "relative/path --x"}}),
-    ("api", {"process": {"exec": '/opt/api/api "unbalanced'}}),
-    ("api", {"process": {"exec": "/opt/api/api", "artifacts": {"/opt/../etc/passwd": "files/demo/hello.py"}}}),
-    ("api", {"process": {"exec": "/opt/api/api", "artifacts": {"/opt/api/x": "../../etc/passwd"}}}),
-    ("api", {"process": {"exec": "/opt/api/api", "artifacts": {"/opt/api/x": "files/does-not-exist"}}}),
+@pytest.mark.parametrize("service, changes, key", [
+    ("api", {"process": {"exec": "relative/path --x"}}, "services.api.process.exec"),
+    ("api", {"process": {"exec": '/opt/api/api "unbalanced'}}, "services.api.process.exec"),
+    ("api", {"process": {"exec": "/opt/api/api", "artifacts": {"/opt/../etc/passwd": "files/demo/hello.py"}}},
+     "services.api.process.artifacts./opt/../etc/passwd"),
+    ("api", {"process": {"exec": "/opt/api/api", "artifacts": {"/opt/api/x": "../../etc/passwd"}}},
+     "services.api.process.artifacts./opt/api/x"),
+    ("api", {"process": {"exec": "/opt/api/api", "artifacts": {"/opt/api/x": "files/does-not-exist"}}},
+     "services.api.process.artifacts./opt/api/x"),
 ])
-def test_unsafe_values_the_config_allows_are_refused_at_render_time(service, changes):
-    st = parse(_with(service, **changes), "edge")
-    with pytest.raises(ValueError):
-        service_manifests(st, "h1")
+def test_unsafe_values_are_refused_by_check_with_their_key(service, changes, key):
+    """These once passed the config and were refused only at render time (issue 15)."""
+    with pytest.raises(ConfigError) as err:
+        parse(_with(service, **changes), "edge")
+    assert [line.split(": ")[1] for line in err.value.lines] == [f"outpost:{key}"]
 
 
 def test_a_service_named_like_anothers_image_unit_is_refused():
     config = json.loads(json.dumps(EDGE))
     config["outpost:services"]["worker-image"] = {"hosts": ["h1"], "user": "worker",
                                                  "container": {"image": "docker.io/library/busybox"}}
-    with pytest.raises(ValueError, match="worker-image.service"):
-        service_manifests(parse(config, "edge"), "h1")
+    with pytest.raises(ConfigError) as err:
+        parse(config, "edge")
+    assert err.value.lines == ["Pulumi.edge.yaml: outpost:services.worker-image: unit worker-image.service (user:worker) "
+                               "is defined by both svc-worker and svc-worker-image; rename one of the services"]
 
 
 def test_durations_in_seconds():

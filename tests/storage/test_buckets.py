@@ -170,7 +170,6 @@ def test_check_fills_defaults_coerces_numbers_and_lets_unknowns_pass(provider: B
         "secret_key": UNKNOWN,
         "expire_days": 90.0,
         "object_lock_enabled": None,  # output-only keys the component declares are dropped
-        "noncurrent_expire_days": None,
     }
     result = provider.check({}, news)
     assert result.failures == []
@@ -181,6 +180,7 @@ def test_check_fills_defaults_coerces_numbers_and_lets_unknowns_pass(provider: B
         "access_key": UNKNOWN,
         "secret_key": UNKNOWN,
         "expire_days": 90,
+        "noncurrent_expire_days": None,
         "versioning": False,
         "force_destroy": False,
         "object_lock_days": None,
@@ -223,6 +223,53 @@ def test_create_with_versioning_lock_lifecycle_and_read_back(
     assert read.outs == created.outs  # no drift: the state matches what create reported
     # and the engine's own diff against the refreshed state is empty
     assert provider.diff(created.id, read.outs, p).changes is False
+
+
+def test_noncurrent_expiry_alone_expires_old_versions_and_keeps_current_ones(
+    endpoint: str, region: str, client: Any, provider: BucketProvider
+) -> None:
+    """A restic repository on a versioned bucket: versions a newer one replaced (or a delete
+    marker hid) go after N days; the current objects, which later snapshots still need, stay."""
+    p = props(endpoint, region, versioning=True, noncurrent_expire_days=30.0)
+    created = provider.create(p)
+    assert created.outs["expire_days"] is None and created.outs["noncurrent_expire_days"] == 30
+    rules = client.get_bucket_lifecycle_configuration(Bucket=p["bucket"])["Rules"]
+    assert len(rules) == 1 and "Expiration" not in rules[0]
+    assert rules[0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    state = read_bucket(client, p["bucket"])
+    assert state["expire_days"] is None and state["noncurrent_expire_days"] == 30
+
+    read = provider.read(created.id, {**created.outs, "__provider": "x"})
+    assert read.outs == created.outs and provider.diff(created.id, read.outs, p).changes is False
+
+    # from there to expiring everything after 90 days, and back to noncurrent versions only
+    both = {**p, "expire_days": 90, "noncurrent_expire_days": None}
+    assert provider.diff(created.id, read.outs, both).changes is True
+    updated = provider.update(created.id, read.outs, both)
+    state = read_bucket(client, p["bucket"])
+    assert (state["expire_days"], state["noncurrent_expire_days"]) == (90, 90)
+    assert provider.diff(created.id, updated.outs, p).changes is True
+    provider.update(created.id, updated.outs, p)
+    state = read_bucket(client, p["bucket"])
+    assert (state["expire_days"], state["noncurrent_expire_days"]) == (None, 30)
+
+
+def test_noncurrent_expiry_drift_is_found_and_repaired(
+    endpoint: str, region: str, client: Any, provider: BucketProvider
+) -> None:
+    p = props(endpoint, region, versioning=True, noncurrent_expire_days=30)
+    created = provider.create(p)
+    buckets.set_lifecycle(client, p["bucket"], None, 5)   # behind the provider's back
+    read = provider.read(created.id, created.outs)
+    assert read.outs["noncurrent_expire_days"] == 5
+    assert provider.diff(created.id, read.outs, p).changes is True
+    provider.update(created.id, read.outs, p)
+    assert read_bucket(client, p["bucket"])["noncurrent_expire_days"] == 30
+
+
+def test_check_refuses_a_non_positive_noncurrent_expiry(provider: BucketProvider) -> None:
+    result = provider.check({}, props("https://hel1.example.com", "hel1", noncurrent_expire_days=0))
+    assert [f.property for f in result.failures] == ["noncurrent_expire_days"]
 
 
 def test_create_plain_bucket_reads_back_plain(endpoint: str, region: str, client: Any, provider: BucketProvider) -> None:
