@@ -420,8 +420,9 @@ class Staged:
     def __init__(self, host_path, directory, stage_dir, stage_fd, path, data=b""):
         self.host_path, self.dir, self.stage_dir, self.stage_fd, self.path = \
             host_path, directory, stage_dir, stage_fd, path
-        self.has_cert = PEM_CERT in data                  # checked before commit: see
-        self.has_key = bool(PEM_KEY_RE.search(data))      # Agent.check_certificates
+        pem = data.lstrip().startswith(b"-----BEGIN ")    # a PEM file, not one that mentions
+        self.has_cert = pem and PEM_CERT in data          # a marker (this agent does): checked
+        self.has_key = pem and bool(PEM_KEY_RE.search(data))   # before commit, see check_certificates
 
 
 def stage_name():

@@ -56,6 +56,15 @@ def test_a_valid_pair_and_bundle_are_written(host):
                                       "/etc/tls/site.pem": crt + key})).startswith("outpost proxy: 3 changed")
 
 
+def test_a_file_that_only_mentions_pem_markers_is_no_certificate(host):
+    """The agent itself holds "-----BEGIN CERTIFICATE-----" as a constant and is shipped by the
+    base manifest: only a file that is PEM (starts with a BEGIN line) is checked with openssl."""
+    agent, fake, _ = host
+    script = 'PEM_CERT = b"-----BEGIN CERTIFICATE-----"\nKEY = "-----BEGIN PRIVATE KEY-----"\n'
+    assert apply(agent, tls_manifest({"/etc/tls/outpost-apply.py": script})).startswith("outpost proxy: 1 changed")
+    assert not any(c[0] == "openssl" for c in fake.calls)
+
+
 @pytest.mark.parametrize("layout", ["pair", "bundle"])
 def test_an_expired_certificate_changes_nothing(host, oa, layout):
     agent, _, root = host
