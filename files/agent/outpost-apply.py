@@ -936,7 +936,9 @@ class Agent:
 
     def remove(self, name, token):
         with self.locked():
-            return self.remove_locked(name, token)
+            with self.journaled("remove", name, token) as result:
+                result["line"] = self.remove_locked(name, token)
+            return result["line"]
 
     def remove_locked(self, name, token):
         state = self.load_state(name)
