@@ -852,7 +852,10 @@ class Agent:
     def apply(self, name, token, text):
         manifest = load_manifest(text, name)
         with self.locked():
-            return self.apply_locked(name, token, manifest)
+            with self.journaled("apply", name, token) as result:
+                result["line"] = self.apply_locked(name, token, manifest)
+            self.keep_applied(name, token, text)
+            return result["line"]
 
     def apply_locked(self, name, token, manifest):
         previous = self.load_state(name)
