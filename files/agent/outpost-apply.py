@@ -1347,12 +1347,13 @@ class Agent:
             argv += ["--since", since]
         if follow:
             argv.append("--follow")
-        for scope, unit in pairs:
+        for scope, unit in pairs:   # the unit's own output, and its manager's lines about it
             if scope == "system":
-                argv += ["_SYSTEMD_UNIT=" + unit, "+"]
+                argv += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "_PID=1", "+"]
             else:
                 uid = self.ids(scope.split(":", 1)[1], "root", scope)[0]
-                argv += [f"_SYSTEMD_USER_UNIT={unit}", f"_UID={uid}", "+"]
+                argv += [f"_SYSTEMD_USER_UNIT={unit}", f"_UID={uid}", "+",
+                         f"USER_UNIT={unit}", f"_UID={uid}", "+"]
         argv = argv[:-1] if pairs else argv
         if not pairs:
             return 0
@@ -1363,7 +1364,8 @@ class Agent:
                 rec = json.loads(raw)
             except ValueError:
                 continue
-            unit = rec.get("_SYSTEMD_USER_UNIT") or rec.get("_SYSTEMD_UNIT") or "?"
+            unit = rec.get("USER_UNIT") or rec.get("_SYSTEMD_USER_UNIT") or rec.get("UNIT") \
+                or rec.get("_SYSTEMD_UNIT") or "?"
             message = rec.get("MESSAGE")
             if isinstance(message, list):
                 message = bytes(message).decode("utf-8", "replace")
