@@ -2,8 +2,8 @@
 and the deploy key, from the stack alone; and one SSH session running the agent there.
 
 - Static hosts: their config (`address` or `ssh_address`, `port`, `host_key`).
-- Cloud hosts: the address from `pulumi stack output hosts` and the host key from
-  `pulumi stack output host_keys` (the key is generated in the stack and never in the config).
+- Cloud hosts: address, port and host key from the stack output `hosts` (`pulumi stack output`;
+  the host key is generated in the stack and is in no config file).
 - The deploy key: the secret `outpost:admin.private_key` names, read with `pulumi config get`
   from the CLI in .engine/bin — or from an injected config mapping (tests, the e2e Deployment).
 
@@ -112,14 +112,12 @@ def connections(source: StackSource) -> dict[str, Connection]:
             found[name] = Connection(name, host.ssh_address or host.address, host.port,
                                      stack.admin.user, host.host_key, key)
             continue
-        outputs = source.outputs or {}
-        info = ((outputs.get("hosts") or {}).get(name) or {})
-        address = info.get("public_ipv4") if host.ipv4 else info.get("public_ipv6")
-        host_key = (outputs.get("host_keys") or {}).get(name)
-        if not address or not host_key:
+        info = (((source.outputs or {}).get("hosts") or {}).get(name) or {})
+        if not info.get("address") or not info.get("host_key"):
             raise Unreachable(f"{name}: the stack's outputs have no address or host key for it "
                               "(run `pulumi up` first)")
-        found[name] = Connection(name, address, 22, stack.admin.user, host_key, key)
+        found[name] = Connection(name, info["address"], int(info.get("port") or 22),
+                                 stack.admin.user, info["host_key"].strip(), key)
     return found
 
 
