@@ -939,6 +939,7 @@ class Agent:
 
     def remove(self, name, token):
         with self.locked():
+            token = self.owner_token(name, token)
             with self.journaled("remove", name, token) as result:
                 result["line"] = self.remove_locked(name, token)
             return result["line"]
@@ -1200,7 +1201,19 @@ class Agent:
             kept = self.load_json(self.kept_path("previous", name))
             if not kept:
                 raise AgentError(f"no previous version of {name} is kept on this host: nothing to roll back to")
-            return self.reapply("rollback", name, kept)
+            current = (self.load_state(name) or {}).get("token")
+            line = self.reapply("rollback", name, kept)
+            # The stack's resource still holds CURRENT: its delete must still remove NAME.
+            self.save_json(self.state_path(name), {**self.load_state(name), "rolled_back_from": current})
+            return line
+
+    def owner_token(self, name, token):
+        """The token a remove must present: TOKEN, or the stored one when NAME was rolled back
+        from TOKEN (the stack's resource still owns it)."""
+        state = self.load_state(name)
+        if state and token == state.get("rolled_back_from"):
+            return state["token"]
+        return token
 
     def version_on_disk(self, manifest):
         """What a manifest runs, as on disk now: `tag X` from a TAG= line of one of its .env files

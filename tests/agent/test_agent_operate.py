@@ -111,6 +111,17 @@ def test_rollback_reapplies_the_previous_version_and_is_logged(host, servers):
     assert (root / "srv/app/app.env").read_text() == "TAG=2\n"
 
 
+def test_the_stacks_delete_still_removes_a_rolled_back_manifest(host):
+    agent, _, root = host
+    apply(agent, app("1"), "tok-1")
+    apply(agent, app("2"), "tok-2")
+    agent.rollback("svc-app")
+    agent.remove("svc-app", "tok-old-successor")     # not the stack's token: nothing removed
+    assert (root / "srv/app/app.env").exists()
+    agent.remove("svc-app", "tok-2")                 # the stack's resource still holds tok-2
+    assert not (root / "srv/app/app.env").exists()
+
+
 def test_rollback_stops_at_the_first_unhealthy_instance(host, servers):
     agent, fake, root = host
     ok, bad = servers(200, b"ok"), servers(200, b"ok")
