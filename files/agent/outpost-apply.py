@@ -1337,7 +1337,8 @@ class Agent:
                 found, line, error = self.drift_of(st), None, None
                 if found and repair:
                     try:
-                        line = self.repair_locked(st["name"])
+                        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
+                            line = self.repair_locked(st["name"])
                         after = self.drift_of(self.load_state(st["name"]))
                     except AgentError as e:
                         error, after = str(e), None

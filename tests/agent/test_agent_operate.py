@@ -190,13 +190,17 @@ def test_drift_reports_a_disabled_unit_and_a_missing_file(host):
 
 
 def test_main_prints_report_and_drift_as_json(oa, host, capsys):
-    agent, _, _ = host
+    agent, _, root = host
     apply(agent, app("1"), "tok-1")
     capsys.readouterr()
     assert oa.main(["report", "--json"], agent=agent) == 0
     assert json.loads(capsys.readouterr().out)["manifests"][0]["token"] == "tok-1"
     assert oa.main(["drift", "--json"], agent=agent) == 0
     assert json.loads(capsys.readouterr().out)["manifests"][0]["drift"] == []
+    os.chmod(root / "srv/app/app.conf", 0o600)
+    assert oa.main(["drift", "--json", "--repair"], agent=agent) == 0
+    out = capsys.readouterr().out      # the JSON alone: the repair's summary line goes to stderr
+    assert json.loads(out)["manifests"][0]["repaired"].startswith("outpost svc-app: 1 changed")
     assert oa.main(["rollback", "svc-app"], agent=agent) == 1
     assert "no previous version" in capsys.readouterr().err
     assert oa.main(["drift", "--fix"], agent=agent) == 2
