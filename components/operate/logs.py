@@ -51,7 +51,8 @@ def parse(host: str, line: str) -> dict[str, Any] | None:
 
 def line_of(rec: dict[str, Any]) -> str:
     when = datetime.fromtimestamp(rec["time"] / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return f"{when[:-4]}Z {rec['host']} {rec['unit']}: {rec['message']}"
+    message = " / ".join(str(rec.get("message") or "").rstrip().splitlines())   # one line per record
+    return f"{when[:-4]}Z {rec['host']} {rec['unit']}: {message}"
 
 
 def collect(source: StackSource, service: str, host: str | None = None, since: str | None = None,

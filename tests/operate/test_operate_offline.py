@@ -130,3 +130,11 @@ def test_status_exit_2_names_the_unreachable_host(monkeypatch):
     doc = run_status(monkeypatch, Unreachable("vm (127.0.0.1:2222): Connection refused"))
     assert doc["exit"] == 2
     assert "vm: unreachable: vm (127.0.0.1:2222): Connection refused" in status.table(doc)
+
+
+def test_a_log_record_is_one_line_prefixed_with_time_host_and_instance():
+    from components.operate.logs import line_of
+    rec = {"host": "vm", "unit": "hello@8001.service", "time": 1764633183788000,
+           "message": '10.0.2.15 "GET /ready HTTP/1.1" 200 -\n'}
+    assert line_of(rec) == '2025-12-01T23:53:03.788Z vm hello@8001.service: 10.0.2.15 "GET /ready HTTP/1.1" 200 -'
+    assert line_of({**rec, "message": "a\nb"}).endswith(": a / b")
