@@ -2,7 +2,7 @@
 `status`, `drift`, `logs` and `rollback` (components/operate) run against it exactly as `make`
 runs them, over real pinned SSH to the real agent. Each test builds on the previous one.
 
-With OUTPOST_TEST_VM=<state dir> the VM already running there is used (and left running).
+It runs on the suite's e2e VM, or with OUTPOST_TEST_VM=<state dir> on the VM running there.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ SAMPLES = Path(os.environ.get("OUTPOST_OPERATE_SAMPLES", "/tmp/outpost-operate-s
 
 
 @pytest.fixture(scope="module")
-def ops(running_vm, tmp_path_factory):
-    from tools.vm import VM
-    machine = running_vm or VM.start(state_dir=tmp_path_factory.mktemp("operate-vm"))
+def ops(running_vm, request, tmp_path_factory):
+    # the suite's one e2e VM (after the other modules) unless OUTPOST_TEST_VM names a running one
+    machine = running_vm or request.getfixturevalue("vm")
     deployment = Deployment(machine, tmp_path_factory.mktemp("operate"))
-    if running_vm and deployment.admin_ssh("true", check=False).returncode == 0:
+    if deployment.admin_ssh("true", check=False).returncode == 0:
         # deployed by an earlier run: the first-login bootstrap (as root) is done and root is
         # refused now; this fresh executor state records it as applied, like Pulumi's would
         bootstrap = next(r for r in deployment.program() if r.name == "vm-bootstrap")
@@ -36,9 +36,7 @@ def ops(running_vm, tmp_path_factory):
                                                           bootstrap.inputs, [], "")
     deployment.up()
     wait_for(lambda: get(deployment, "/")[0] == 200, timeout=300)
-    yield deployment
-    if not running_vm:
-        machine.stop()
+    return deployment
 
 
 def source(deployment):
