@@ -9,7 +9,16 @@ DIFF_ARGS ?=
 # tools/engine/build.py.
 include tools/engine/versions.env
 
-.PHONY: up down engine test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
+# make status / drift / logs / rollback options: JSON=1 prints one JSON document for scripts
+SERVICE ?=
+# HOST= is honoured from the command line only: shells such as zsh export HOST (the machine name)
+SINCE   ?=
+FOLLOW  ?=
+REPAIR  ?=
+JSON    ?=
+OPERATE_JSON = $(if $(JSON),--json)
+
+.PHONY: status drift logs rollback up down engine test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
 
 up: setup                     ## boot the local VM and `pulumi up --stack local` on it
 	$(PY) tools/local_stack.py up
@@ -44,6 +53,19 @@ check: setup                  ## validate Pulumi.$(STACK).yaml
 diff:                         ## what changes on which host between BASE and the working tree
 	@tools/setup.sh >&2         # stdout carries the diff alone: `make diff > diff.md`
 	@$(PY) -m components diff --stack $(STACK) --base $(BASE) $(DIFF_ARGS)
+
+status:                       ## what runs on every host of STACK and whether it is the stack's (exit 0/1/2)
+	@$(PY) -m components status --stack $(STACK) $(OPERATE_JSON)
+
+drift:                        ## files and units changed on the hosts by hand; REPAIR=1 re-applies them
+	@$(PY) -m components drift --stack $(STACK) $(if $(REPAIR),--repair) $(OPERATE_JSON)
+
+logs:                         ## SERVICE's journal from its hosts, merged by time; HOST= SINCE= FOLLOW=1
+	@$(PY) -m components logs --stack $(STACK) --service "$(SERVICE)" $(if $(filter command line,$(origin HOST)),--host "$(HOST)") \
+		$(if $(SINCE),--since "$(SINCE)") $(if $(FOLLOW),--follow) $(OPERATE_JSON)
+
+rollback:                     ## put SERVICE's previous version back, host by host, health-checked
+	@$(PY) -m components rollback --stack $(STACK) --service "$(SERVICE)" $(OPERATE_JSON)
 
 vm: setup                     ## build (cached) and boot the local VM
 	$(PY) tools/vm.py start --state-dir .vm --ssh-port 2222 --http-port 8080 --https-port 8443

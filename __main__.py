@@ -12,4 +12,9 @@ except ConfigError as error:
     # RunError ends the program with just this message: no traceback, nothing registered.
     raise pulumi.RunError(str(error)) from None
 
-Outpost("outpost", OutpostArgs(stack=stack, secrets=config_secrets(stack)))
+outpost = Outpost("outpost", OutpostArgs(stack=stack, secrets=config_secrets(stack)))
+# How `make status`, `make logs`, `make drift` and `make rollback` reach cloud hosts: their
+# address and pinned host key (generated in the stack, in no config file). Public values only.
+pulumi.export("hosts", {name: {"address": host.connection.host, "port": host.connection.port,
+                               "host_key": host.connection.host_key}
+                        for name, host in outpost.hosts.items()})

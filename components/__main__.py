@@ -5,6 +5,11 @@
     python -m components diff --stack NAME --base GITREF [--format markdown|text] [--max-chars N]
                                                          # what changes between GITREF and the
                                                          # working tree (make diff)
+    python -m components status --stack NAME [--json]    # what runs, and is it the stack's (make status)
+    python -m components drift --stack NAME [--repair] [--json]      # hand edits (make drift)
+    python -m components logs --stack NAME --service S [--host H] [--since WHEN] [--lines N]
+                                             [--follow] [--json]    # a service's journal (make logs)
+    python -m components rollback --stack NAME --service S [--json] # previous version (make rollback)
 """
 
 from __future__ import annotations
@@ -31,9 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("--format", choices=["text", "markdown"], default="text")
     diff.add_argument("--max-chars", type=int, default=None,
                       help="cut the output cleanly at N characters (markdown default: 60000)")
+    status = sub.add_parser("status", help="what runs on every host and whether it is the stack's")
+    drift = sub.add_parser("drift", help="files and units changed on the hosts by hand")
+    drift.add_argument("--repair", action="store_true", help="re-apply the drifted manifests")
+    logs = sub.add_parser("logs", help="a service's journal from every host that runs it")
+    rollback = sub.add_parser("rollback", help="put a service's previous version back, host by host")
+    for op in (status, drift, logs, rollback):
+        op.add_argument("--stack", default="local")
+        op.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    for op in (logs, rollback):
+        op.add_argument("--service", required=True)
+    logs.add_argument("--host")
+    logs.add_argument("--since", help="journalctl's --since, e.g. '1 hour ago' or 2026-01-01")
+    logs.add_argument("--lines", type=int, default=200)
+    logs.add_argument("--follow", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "diff":
         return _diff(args)
+    if args.command in ("status", "drift", "logs", "rollback"):
+        from .operate.cli import run
+        return run(args)
 
     stack_file = ROOT / f"Pulumi.{args.stack}.yaml"
     if not stack_file.exists():

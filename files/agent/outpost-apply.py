@@ -15,6 +15,13 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
     outpost-apply restart NAME                       run stored manifest NAME's restart plan now
     outpost-apply switch GROUP                       flip a blue-green group to its other slot
     outpost-apply status                             list the stored manifests
+    outpost-apply report --json                      units, replica health, version, last log
+                                                      line and token of every stored manifest
+    outpost-apply drift --json [--repair]            what differs from the stored manifests;
+                                                      --repair re-applies the drifted ones
+    outpost-apply repair NAME | rollback NAME        re-apply NAME as last applied / the
+                                                      version before it (agent.log records it)
+    outpost-apply logs NAME [--since=W] [--lines=N] [--follow]   its units' journal, JSON lines
 
 The manifest format and the exact behaviour are documented in docs/manifest.md of the outpost
 repository. Service users own their homes and are not trusted: every file operation walks its
@@ -1171,7 +1178,10 @@ class Agent:
     def apply(self, name, token, text):
         manifest = load_manifest(text, name)
         with self.locked():
-            return self.apply_locked(name, token, manifest)
+            with self.journaled("apply", name, token) as result:
+                result["line"] = self.apply_locked(name, token, manifest)
+            self.keep_applied(name, token, text)
+            return result["line"]
 
     def apply_locked(self, name, token, manifest):
         """Apply so that a failure at any step converges on the next run: the state records the
@@ -1363,7 +1373,10 @@ class Agent:
 
     def remove(self, name, token):
         with self.locked():
-            return self.remove_locked(name, token)
+            token = self.owner_token(name, token)
+            with self.journaled("remove", name, token) as result:
+                result["line"] = self.remove_locked(name, token)
+            return result["line"]
 
     def remove_locked(self, name, token):
         state = self.load_state(name)
@@ -1533,12 +1546,321 @@ class Agent:
         print("\n".join(lines) or "no stored manifests", flush=True)
         return lines
 
+    # -- operating what runs: the agent log, kept versions, report, drift, repair, rollback -------
+    # The log (/var/lib/outpost/agent.log, 0600) gets one line per apply, remove, repair and
+    # rollback: time, operation, name, token, what changed and restarted, outcome; never file
+    # content, never a tool's output. The full manifests last applied and the one before are kept
+    # root-only under applied/ and previous/ (the secrets in them are the ones already on disk),
+    # so that repair and rollback can re-apply them through apply_locked.
+    LOG_PATH = f"{STATE_DIR}/agent.log"
+
+    def journal(self, op, name, token, line=None, error=None):
+        """Append one line to the agent log (created 0600; never followed through a symlink)."""
+        if op == "remove" and not os.path.isdir(self.path(STATE_DIR)):
+            return  # the last manifest went and took the agent's state with it
+        counts = re.match(r"outpost \S+: (\d+) changed, (\d+) removed, restarted: (.*)$", line or "")
+        if counts:
+            what = f"changed={counts[1]} removed={counts[2]} restarted={counts[3].replace(' ', '')}"
+        elif removal := re.search(r"removed (\d+) files and dirs, stopped (\d+) units", line or ""):
+            what = f"removed={removal[1]} stopped={removal[2]}"
+        elif line:
+            what = "removed=0 " + ("note=a-successor-owns-it" if "successor" in line else "note=nothing-stored")
+        else:
+            what = "changed=? restarted=?"
+        # the failure's first clause only: what failed, never a tool's output or a response body
+        outcome = "ok" if error is None else "failed: " + str(error).split(":", 1)[0][:160]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry = f"{stamp} {op} {name} token={token} {what} outcome={outcome}\n"
+        os.makedirs(self.path(STATE_DIR), mode=0o700, exist_ok=True)
+        fd = os.open(self.path(self.LOG_PATH),
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, entry.encode())
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def journaled(self, op, name, token):
+        """Log the outcome of the operation in the block; the block sets result["line"]."""
+        result = {}
+        try:
+            yield result
+        except AgentError as e:
+            self.journal(op, name, token, error=e)
+            raise
+        self.journal(op, name, token, line=result.get("line"))
+        if op == "remove":
+            self.forget_kept(name)
+
+    def log_entries(self):
+        """The agent log parsed: [{time, op, name, token, ..., outcome}], oldest first."""
+        try:
+            with open(self.path(self.LOG_PATH), encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in lines:
+            head, _, outcome = line.partition(" outcome=")
+            parts = head.split(" ")
+            if len(parts) < 3:
+                continue
+            entry = {"time": parts[0], "op": parts[1], "name": parts[2], "outcome": outcome}
+            entry.update(p.split("=", 1) for p in parts[3:] if "=" in p)
+            entries.append(entry)
+        return entries
+
+    def kept_path(self, which, name):
+        return f"{STATE_DIR}/{which}/{name}.json"
+
+    def keep_applied(self, name, token, text):
+        """Remember the full manifest just applied; the one it replaces becomes `previous`."""
+        current = self.load_json(self.kept_path("applied", name))
+        if current and current.get("token") != token:
+            self.save_json(self.kept_path("previous", name), current)
+        self.save_json(self.kept_path("applied", name), {"token": token, "manifest": text})
+
+    def forget_kept(self, name):
+        """After a remove: drop the kept versions; with no manifest left, the log and dirs too."""
+        if self.load_state(name) is not None:
+            return  # a successor owns NAME: nothing was removed
+        for which in ("applied", "previous"):
+            self.remove_file(self.kept_path(which, name))
+        if not self.other_states(None):
+            self.remove_file(self.LOG_PATH)
+            self.remove_empty_dirs([f"{STATE_DIR}/applied", f"{STATE_DIR}/previous", STATE_DIR])
+
+    def reapply(self, op, name, kept):
+        """Apply a kept full manifest through the normal apply path, logged as OP."""
+        manifest = load_manifest(kept["manifest"], name)
+        with self.journaled(op, name, kept["token"]) as result:
+            result["line"] = self.apply_locked(name, kept["token"], manifest)
+        self.keep_applied(name, kept["token"], kept["manifest"])
+        return result["line"]
+
+    def repair(self, name):
+        """Put manifest NAME back as it was last applied (drift repair)."""
+        with self.locked():
+            return self.repair_locked(name)
+
+    def repair_locked(self, name):
+        state, kept = self.load_state(name), self.load_json(self.kept_path("applied", name))
+        if state is None:
+            raise AgentError(f"no stored manifest {name}: nothing to repair")
+        if not kept or kept.get("token") != state["token"] \
+                or mask(load_manifest(kept["manifest"], name)) != state["manifest"]:
+            raise AgentError(f"the last applied version of {name} is not kept here (applied by an "
+                             "older agent, or its last apply failed): re-apply it with pulumi up")
+        return self.reapply("repair", name, kept)
+
+    def rollback(self, name):
+        """Re-apply the version of NAME applied before the current one, with its own restart
+        plan (rolling or blue-green, health-checked, stopping at the first unhealthy instance)."""
+        with self.locked():
+            kept = self.load_json(self.kept_path("previous", name))
+            if not kept:
+                raise AgentError(f"no previous version of {name} is kept on this host: nothing to roll back to")
+            current = (self.load_state(name) or {}).get("token")
+            line = self.reapply("rollback", name, kept)
+            # The stack's resource still holds CURRENT: its delete must still remove NAME.
+            self.save_json(self.state_path(name), {**self.load_state(name), "rolled_back_from": current})
+            return line
+
+    def owner_token(self, name, token):
+        """The token a remove must present: TOKEN, or the stored one when NAME was rolled back
+        from TOKEN (the stack's resource still owns it)."""
+        state = self.load_state(name)
+        if state and token == state.get("rolled_back_from"):
+            return state["token"]
+        return token
+
+    def version_on_disk(self, manifest):
+        """What a manifest runs, as on disk now: `tag X` from a TAG= line of one of its .env files
+        (the image tag a container unit reads), else the digest of its first artifact under
+        /opt or /srv, else None."""
+        for f in manifest["files"]:
+            if f["path"].endswith(".env"):
+                try:
+                    with open(self.path(f["path"]), encoding="utf-8", errors="replace") as fh:
+                        for line in fh:
+                            if line.startswith("TAG="):
+                                return "tag " + line[4:].strip()
+                except OSError:
+                    continue
+        for f in manifest["files"]:
+            if f["path"].startswith(("/opt/", "/srv/")):
+                digest = self.disk_digest(f["path"])
+                if digest:
+                    return "sha256:" + digest[:12]
+        return None
+
+    def disk_digest(self, host_path):
+        try:
+            digest = hashlib.sha256()
+            with open(self.path(host_path), "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            return digest.hexdigest()
+        except OSError:
+            return None
+
+    def scope_states(self, pairs):
+        """{(scope, unit): systemctl show properties}; a user scope whose manager is down → {}."""
+        states = {}
+        for scope, names in by_scope(pairs):
+            if scope != "system" and not self.user_manager_running(scope.split(":", 1)[1]):
+                states.update({(scope, n): {"ActiveState": "manager-down"} for n in names})
+                continue
+            states.update({(scope, n): s for n, s in self.unit_states(scope, names).items()})
+        return states
+
+    def report(self):
+        """Per stored manifest: units and their states, each replica's health (probed with the
+        group's own health check, once), the version on disk, the last log line, the token."""
+        entries, out = self.log_entries(), []
+        for st in self.other_states(None):
+            m = st["manifest"]
+            wanted = {(u["scope"], u["unit"]): u for u in m["units"]}
+            pairs = list(dict.fromkeys(list(wanted) + owned_units(m)))
+            states = self.scope_states(pairs)
+            units = [{"unit": u, "scope": s, "active": states[(s, u)].get("ActiveState", "unknown"),
+                      "enabled": states[(s, u)].get("UnitFileState", ""),
+                      "must_run": bool(wanted.get((s, u), {}).get("start"))} for s, u in pairs]
+            replicas = []
+            for g in m["restart"]:
+                for inst in g["instances"]:
+                    if not inst.get("health"):
+                        continue
+                    ok, last = probe(inst["health"], g["health"]["timeout"])
+                    replicas.append({"group": g["group"], "unit": inst["unit"], "healthy": ok,
+                                     "response": last[:80] if not ok else last.split(":", 1)[0]})
+            last = next((e for e in reversed(entries) if e["name"] == st["name"]), None)
+            if last is None:
+                mtime = os.stat(self.state_file(st["name"])).st_mtime
+                last = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime)), "op": "apply",
+                        "outcome": "ok (from the state file's time)"}
+            out.append({"name": st["name"], "token": st["token"], "pending": st.get("pending", []),
+                        "units": units, "replicas": replicas, "version": self.version_on_disk(m),
+                        "last": last, "rollback": bool(self.load_json(self.kept_path("previous", st["name"])))})
+        return {"host": socket.gethostname(), "manifests": out}
+
+    def drift_of(self, st):
+        """How the disk differs from stored manifest ST: changed/missing files (digest, mode,
+        owner, group), extra files in directories the agent created for it, units not enabled."""
+        m, found = st["manifest"], []
+        for f in m["files"]:
+            try:
+                s = os.lstat(self.path(f["path"]))
+            except FileNotFoundError:
+                found.append({"path": f["path"], "what": "missing"})
+                continue
+            what = []
+            if not stat.S_ISREG(s.st_mode):
+                what.append("not a regular file")
+            else:
+                if self.disk_digest(f["path"]) != f["sha256"]:
+                    what.append("content")
+                if stat.S_IMODE(s.st_mode) != int(f["mode"], 8):
+                    what.append(f"mode {stat.S_IMODE(s.st_mode):04o} (wants {f['mode']})")
+                owner = (name_of(pwd.getpwuid, s.st_uid), name_of(grp.getgrgid, s.st_gid))
+                if owner != (f["owner"], f["group"]):
+                    what.append(f"owner {owner[0]}:{owner[1]} (wants {f['owner']}:{f['group']})")
+            if what:
+                found.append({"path": f["path"], "what": "changed: " + ", ".join(what)})
+        known = {f["path"] for s in self.other_states(None) for f in s["manifest"]["files"]}
+        managed = {os.path.dirname(f["path"]) for f in m["files"]} & set(st.get("created_dirs", []))
+        for d in sorted(managed):
+            try:
+                names = sorted(os.listdir(self.path(d)))
+            except OSError:
+                continue
+            for entry in names:
+                p = f"{d}/{entry}"
+                if p not in known and not entry.startswith(".outpost-stage-") \
+                        and not os.path.isdir(self.path(p)):
+                    found.append({"path": p, "what": "extra"})
+        wanted = [(u["scope"], u["unit"]) for u in m["units"] if u["enable"]]
+        states = self.scope_states(wanted)
+        for scope, unit in wanted:
+            state = states[(scope, unit)].get("UnitFileState")
+            if state is not None and state not in NO_ENABLE_STATES:
+                found.append({"unit": unit, "scope": scope, "what": f"not enabled ({state or 'unknown'})"})
+        return found
+
+    def drift(self, repair=False):
+        """Every stored manifest's drift; with repair, re-apply each drifted one as last applied
+        and check again."""
+        with self.locked():
+            result = []
+            for st in self.other_states(None):
+                found, line, error = self.drift_of(st), None, None
+                if found and repair:
+                    try:
+                        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
+                            line = self.repair_locked(st["name"])
+                        after = self.drift_of(self.load_state(st["name"]))
+                    except AgentError as e:
+                        error, after = str(e), None
+                    result.append({"name": st["name"], "drift": found, "repaired": line,
+                                   "error": error, "after": after})
+                else:
+                    result.append({"name": st["name"], "drift": found})
+            return {"host": socket.gethostname(), "manifests": result}
+
+    def unit_logs(self, name, since=None, lines=200, follow=False):
+        """The journal of stored manifest NAME's units (system or user scope as they are), as
+        JSON lines `{time, unit, message}` on stdout; journalctl runs as root."""
+        st = self.load_state(name)
+        if st is None:
+            raise AgentError(f"no stored manifest {name} on this host")
+        m = st["manifest"]
+        pairs = list(dict.fromkeys([(u["scope"], u["unit"]) for u in m["units"]] + owned_units(m)))
+        argv = ["journalctl", "--output=json", "--no-pager", "-n", str(int(lines))]
+        if since:
+            argv += ["--since", since]
+        if follow:
+            argv.append("--follow")
+        for scope, unit in pairs:   # the unit's own output, and its manager's lines about it
+            if scope == "system":
+                argv += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "_PID=1", "+"]
+            else:
+                uid = self.ids(scope.split(":", 1)[1], "root", scope)[0]
+                argv += [f"_SYSTEMD_USER_UNIT={unit}", f"_UID={uid}", "+",
+                         f"USER_UNIT={unit}", f"_UID={uid}", "+"]
+        argv = argv[:-1] if pairs else argv
+        if not pairs:
+            return 0
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                errors="replace")
+        for raw in proc.stdout:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            unit = rec.get("USER_UNIT") or rec.get("_SYSTEMD_USER_UNIT") or rec.get("UNIT") \
+                or rec.get("_SYSTEMD_UNIT") or "?"
+            message = rec.get("MESSAGE")
+            if isinstance(message, list):
+                message = bytes(message).decode("utf-8", "replace")
+            print(json.dumps({"time": int(rec.get("__REALTIME_TIMESTAMP", 0)), "unit": unit,
+                              "message": message}), flush=True)
+        return proc.wait()
+
 
 def ancestors(path):
     parts = []
     while (path := os.path.dirname(path)) != "/":
         parts.append(path)
     return parts
+
+
+def name_of(lookup, ident):
+    """A user or group name from its id (the number as text when it has none)."""
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
 
 
 def processes_of(uid):
@@ -1554,7 +1876,8 @@ def processes_of(uid):
 
 
 USAGE = ("usage: outpost-apply apply NAME TOKEN < manifest.json | remove NAME TOKEN"
-         " | restart NAME | switch GROUP | status")
+         " | restart NAME | switch GROUP | status | report --json | drift --json [--repair]"
+         " | repair NAME | rollback NAME | logs NAME [--since=WHEN] [--lines=N] [--follow]")
 
 
 def main(argv=None, agent=None):
@@ -1575,6 +1898,17 @@ def main(argv=None, agent=None):
             agent.restart(args[1])
         elif args == ["status"]:
             agent.status()
+        elif args == ["report", "--json"]:
+            print(json.dumps(agent.report(), sort_keys=True), flush=True)
+        elif args[:1] == ["drift"] and args[1:] in (["--json"], ["--json", "--repair"]):
+            print(json.dumps(agent.drift(repair="--repair" in args), sort_keys=True), flush=True)
+        elif len(args) == 2 and args[0] in ("repair", "rollback") and NAME_RE.match(args[1]):
+            getattr(agent, args[0])(args[1])
+        elif len(args) >= 2 and args[0] == "logs" and NAME_RE.match(args[1]):
+            opts = dict(a.split("=", 1) for a in args[2:] if "=" in a)
+            code = agent.unit_logs(args[1], since=opts.get("--since"), lines=opts.get("--lines", 200),
+                                   follow="--follow" in args)
+            return 0 if code in (0, None) else 1
         else:
             print(USAGE, file=sys.stderr)
             return 2
