@@ -563,8 +563,15 @@ class Agent:
         created = []
         for u in users:
             try:
-                pwd.getpwnam(u["name"])
+                existing = pwd.getpwnam(u["name"])
             except KeyError:
+                existing = None
+            if existing is not None and existing.pw_dir.rstrip("/") != u["home"].rstrip("/"):
+                # The manifest's paths below the home were rendered for u["home"]; writing them
+                # for an account whose home is elsewhere would put the files beside its real ones.
+                raise AgentError(f"user {u['name']} exists with home {existing.pw_dir}, not {u['home']}: "
+                                 "outpost does not take over an existing account; give the service a user: of its own")
+            if existing is None:
                 argv = ["useradd", "--create-home", "--home-dir", u["home"], "--shell", u["shell"],
                         "--comment", USER_MARK, "--user-group"]
                 if u["system"]:
