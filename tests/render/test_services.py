@@ -326,7 +326,7 @@ def test_process_with_secret_files_gets_a_fixed_user():
     assert (key.owner, key.mode, key.content) == ("api", "0600", "<secret:api_key>")
     secret_env = files["/etc/outpost/services/api.secret.env"]
     assert (secret_env.owner, secret_env.mode) == ("root", "0600")
-    assert "API_KEY='<secret:api_key>'" in lines(secret_env.content)
+    assert "API_KEY=\"<secret:api_key>\"" in lines(secret_env.content)
     (group,) = m.restart
     assert group["switch"]["path"] == "/etc/outpost/proxy/live/api.cfg"       # HAProxy
     assert all(i["drain"] is None for i in group["instances"])               # blue-green: no drain
