@@ -74,3 +74,14 @@ def test_pr_workflow_posts_one_updated_comment():
     for stack in ("test", "prod"):
         assert stack in text
     assert "command: preview" in text and "diff: true" in text
+
+
+def test_the_preview_runs_in_a_protected_environment_and_only_it_gets_secrets():
+    """The preview runs a pull request's code with the test stack's credentials: it runs in the
+    `test-preview` environment (required reviewers are set on it in GitHub), and no other job of
+    the PR workflow reads a secret."""
+    jobs = load(ROOT / ".github" / "workflows" / "pr.yml")["jobs"]
+    assert jobs["preview"]["environment"] == "test-preview"
+    for name, job in jobs.items():
+        if name != "preview":
+            assert "secrets." not in yaml.safe_dump(job), name
