@@ -78,7 +78,7 @@ def ruleset(stack: Stack, host: str) -> str:
     lines += [
         "    chain output {",
         "        type filter hook output priority filter; policy accept;",
-        f'        ip daddr {METADATA_V4} meta skuid != 0 reject comment "cloud metadata: root only"',
+        f'        ip daddr {METADATA_V4} meta skuid != 0 counter reject comment "cloud metadata: root only"',
         "    }",
         "    chain forward {",
         "        type filter hook forward priority filter; policy accept;",

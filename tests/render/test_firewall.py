@@ -63,7 +63,7 @@ def test_every_host_keeps_non_root_processes_and_containers_from_the_metadata_ad
     stack = load_file(ROOT / f"Pulumi.{name}.yaml")
     for host, cfg in stack.hosts.items():
         text = ruleset(stack, host)
-        assert "ip daddr 169.254.169.254 meta skuid != 0 reject" in text
+        assert "ip daddr 169.254.169.254 meta skuid != 0 counter reject" in text
         assert "hook forward" in text and "ip daddr 169.254.169.254 reject" in text
         assert ("hook input" in text) == (cfg.provider == "static")   # hcloud: the cloud firewall filters inbound
 
