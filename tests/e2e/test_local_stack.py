@@ -95,10 +95,21 @@ def test_sshd_and_the_host_firewall_are_in_force(deployment):
     def rejected() -> int:
         chain = deployment.admin_ssh("sudo nft list chain inet outpost output").stdout
         return int(re.search(r"counter packets (\d+)", chain).group(1))
-    before = rejected()
-    metadata = deployment.admin_ssh("sudo -u hello -- curl -sS -m 5 -o /dev/null http://169.254.169.254/", check=False)
-    assert metadata.returncode == 7, metadata.stderr          # could not connect: rejected at once
-    assert rejected() > before
+    # The VM's user-mode network may have no route there: give it one, so that a packet is sent
+    # (and meets the rule) instead of connect() failing before any packet exists.
+    gateway = deployment.admin_ssh("ip -4 route show 10.0.2.0/24").stdout.split()
+    route = "169.254.169.254/32 via 10.0.2.2" if gateway else ""
+    if route:
+        deployment.admin_ssh(f"sudo ip route replace {route}")
+    try:
+        before = rejected()
+        metadata = deployment.admin_ssh("sudo -u hello -- curl -sS -m 5 -o /dev/null http://169.254.169.254/",
+                                        check=False)
+        assert metadata.returncode == 7, metadata.stderr          # could not connect: rejected at once
+        assert rejected() > before, metadata.stderr
+    finally:
+        if route:
+            deployment.admin_ssh(f"sudo ip route del {route}", check=False)
 
 
 def test_a_service_user_reaches_no_proxy_control_socket(deployment):
