@@ -19,6 +19,7 @@ from pulumi_command import remote
 from .config.model import Host as HostConfig
 from .config.model import Stack
 from .render.base import authorized_keys, bootstrap_script, sudoers, unbootstrap_script
+from .shipping import SECRET_OUTPUTS
 
 
 @dataclass
@@ -98,7 +99,8 @@ class Host(pulumi.ComponentResource):
                 add_previous_output_in_env=False,
                 # Keys change later through the base manifest, as the admin: re-running this as
                 # the first-login user would fail once the base setup refuses root logins.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["create"])))
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["create"],
+                                            additional_secret_outputs=list(SECRET_OUTPUTS))))
         public = cfg.address if cfg.provider == "static" else address
         self.address = pulumi.Output.from_input(public).apply(lambda a: f"[{a}]" if ":" in a else a)
         self.connection = remote.ConnectionArgs(host=address, port=port, user=args.stack.admin.user,

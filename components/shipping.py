@@ -18,6 +18,10 @@ from .render.base import AGENT_PATH
 from .render.manifest import Manifest, encoded_digest
 
 COMMAND_TYPE = "command:remote:Command"
+# A Command's outputs that hold what the host said or was sent: secret in the state (encrypted
+# with the stack's passphrase) and masked in the CLI. stdout/stderr carry the agent's log and any
+# tool's error text, which must never be readable from a state file or a CI log.
+SECRET_OUTPUTS = ("stdin", "stdout", "stderr")
 
 # Runs the agent carried inside the base manifest itself: the first apply on a new host, before
 # /usr/local/lib/outpost/outpost-apply.py exists. Standard library only; the manifest is staged
@@ -84,5 +88,5 @@ def ship(name: str, manifest: Manifest, connection: remote.ConnectionArgs,
         stdin=stdin_for(manifest, masked, secrets),
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on),
-                                    additional_secret_outputs=["stdin"]),
+                                    additional_secret_outputs=list(SECRET_OUTPUTS)),
     )

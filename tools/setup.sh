@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 DEBS="python3-venv openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux debian-archive-keyring systemd
-      caddy haproxy nginx pebble openssl git wireguard-tools socat restic"
+      caddy haproxy nginx pebble openssl git wireguard-tools socat restic nftables openssh-server"
 
 missing=""
 for pkg in $DEBS; do

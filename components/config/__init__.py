@@ -16,7 +16,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import hostnames, repository
+from . import hostnames, repository, takeover
 from .checks import check
 from .model import Stack
 from .problem import KeyProblem
@@ -115,6 +115,8 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
     if not problems:  # the renderers assume a stack that passed every check above
         problems = render_problems(stack)
+    if not problems:  # and what they render may not have two owners for one path
+        problems = list(takeover.path_clashes(stack))
     if problems:
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
     return stack

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from . import records
 from .calendar import invalid_calendars
 from .model import TLS_WILDCARD_MODES, Stack, covering_wildcard
+from .takeover import takeover
 
 Problem = tuple[str, str]
 
@@ -25,7 +26,7 @@ def _choices(names) -> str:
 def check(stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_hosts, _networks, _services, _reserved_names, _container_builds, _ports, _routes, _proxy, _secrets, _dns, _dns_records,
-                 _buckets_and_backups, _backup_tools):
+                 _buckets_and_backups, _backup_tools, takeover):
         problems.extend(rule(stack))
     problems.extend(_calendars(stack))
     return problems

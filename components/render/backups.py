@@ -40,6 +40,7 @@ import shlex
 from ..config.model import Backup, Bucket, Stack
 from ..config.problem import KeyProblem
 from .manifest import File, Manifest, Unit, secret_ref
+from .secret_values import systemd_env_inner
 from .systemd import exec_line, exec_word, single_line, unit_text
 
 UNIT_DIR = "/etc/systemd/system"
@@ -122,8 +123,14 @@ def check_backup_name(name: str) -> None:
                          "a name of a-z, 0-9 and '-' (no '_')")
 
 
+def env_value(value: str, what: str) -> str:
+    """`"value"` for systemd's EnvironmentFile= parser (and outpost's ENV_LOADER, which reads it the
+    same way); a `<secret:NAME>` inside is escaped on fill-in (format systemd-env)."""
+    return '"' + systemd_env_inner(single_line(value, what)) + '"'
+
+
 def quoted(value: str, what: str) -> str:
-    """`'value'`: literal for systemd's EnvironmentFile= parser, POSIX sh and YAML alike."""
+    """`'value'`: literal in YAML (litestream's config; no secrets there)."""
     single_line(value, what)
     if "'" in value:
         raise ValueError(f"{what}: {value!r} must not contain a single quote")
@@ -189,12 +196,12 @@ def restic_env_path(name: str) -> str:
 def restic_env(stack: Stack, name: str, backup: Backup) -> str:
     bucket = stack.buckets[backup.bucket]
     values = [
-        ("RESTIC_REPOSITORY", quoted(restic_repository(stack, name, backup), f"backups.{name}: repository")),
-        ("RESTIC_PASSWORD", quoted(secret_ref(backup.password), f"backups.{name}.password")),
-        ("AWS_ACCESS_KEY_ID", quoted(secret_ref(bucket.credentials.access_key), "access_key")),
-        ("AWS_SECRET_ACCESS_KEY", quoted(secret_ref(bucket.credentials.secret_key), "secret_key")),
-        ("AWS_DEFAULT_REGION", quoted(bucket.region, f"buckets.{backup.bucket}.region")),
-        ("RESTIC_CACHE_DIR", quoted(f"/var/cache/{CACHE_PREFIX}{name}", "cache")),
+        ("RESTIC_REPOSITORY", env_value(restic_repository(stack, name, backup), f"backups.{name}: repository")),
+        ("RESTIC_PASSWORD", env_value(secret_ref(backup.password), f"backups.{name}.password")),
+        ("AWS_ACCESS_KEY_ID", env_value(secret_ref(bucket.credentials.access_key), "access_key")),
+        ("AWS_SECRET_ACCESS_KEY", env_value(secret_ref(bucket.credentials.secret_key), "secret_key")),
+        ("AWS_DEFAULT_REGION", env_value(bucket.region, f"buckets.{backup.bucket}.region")),
+        ("RESTIC_CACHE_DIR", env_value(f"/var/cache/{CACHE_PREFIX}{name}", "cache")),
     ]
     lines = header([f"Managed by outpost: restic repository of backup {name} (secrets filled in on apply).",
                     f"Read by outpost-backup-{name}.service and outpost-restore-{name}."])
@@ -250,6 +257,32 @@ def timer(name: str, backup: Backup) -> str:
     ]) + "\n"
 
 
+# `python3 -c ENV_LOADER FILE COMMAND ...`: runs COMMAND with the KEY="value" assignments of FILE
+# (an env file outpost wrote for systemd) added to the environment, parsed the way systemd's
+# EnvironmentFile= parses double-quoted values: a backslash escapes \\ " $ ` and is kept before
+# anything else. Nothing in the file is ever run, and no line is ever printed (they hold secrets).
+ENV_LOADER = """\
+import os, sys
+path, argv, env, q = sys.argv[1], sys.argv[2:], dict(os.environ), chr(34)
+with open(path, encoding="utf-8") as lines:
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\\n")
+        if not line.strip() or line.lstrip().startswith(("#", ";")):
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or not key.isidentifier() or len(value) < 2 or value[0] != q or value[-1] != q:
+            sys.exit(path + ": line " + str(number) + " is not KEY=\\"value\\"")
+        out, chars = [], iter(value[1:-1])
+        for c in chars:
+            if c == "\\\\":
+                c = next(chars, "")
+                out.append(c if c in "\\\\\\"$`" else "\\\\" + c)
+            else:
+                out.append(c)
+        env[key] = "".join(out)
+os.execvpe(argv[0], argv, env)
+"""
+
 RESTIC_RESTORE = """\
 #!/bin/sh
 # Managed by outpost: restore backup {name} (restic, {repository}).
@@ -279,26 +312,28 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-set -a
-. {env}
-set +a
+# The env file holds secrets: it is read as data (the way systemd reads it), never sourced.
+with_env() {{
+    python3 -c {loader} {env} "$@"
+}}
 if [ -n "$list" ]; then
-    exec {restic} snapshots
+    with_env {restic} snapshots
+    exit
 fi
-exec {restic} restore "$snapshot" --target "$target" "$@"
+with_env {restic} restore "$snapshot" --target "$target" "$@"
 """
 
 
 def restic_restore(stack: Stack, name: str, backup: Backup) -> str:
     return RESTIC_RESTORE.format(name=name, repository=restic_repository(stack, name, backup),
                                  script=f"outpost-restore-{name}", env=shlex.quote(restic_env_path(name)),
-                                 restic=shlex.quote(RESTIC))
+                                 restic=shlex.quote(RESTIC), loader=shlex.quote(ENV_LOADER))
 
 
 def restic_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
     service, timer_unit = f"outpost-backup-{name}.service", f"outpost-backup-{name}.timer"
     files = [
-        File(restic_env_path(name), restic_env(stack, name, backup), "0600"),
+        File(restic_env_path(name), restic_env(stack, name, backup), "0600", secret_format="systemd-env"),
         File(f"{UNIT_DIR}/{service}", restic_service(stack, name, backup)),
         File(f"{UNIT_DIR}/{timer_unit}", timer(name, backup)),
         File(restore_path(name), restic_restore(stack, name, backup), "0700"),
@@ -358,8 +393,8 @@ def litestream_config(stack: Stack, name: str, backup: Backup) -> str:
 
 def litestream_env(stack: Stack, name: str, backup: Backup) -> str:
     bucket = stack.buckets[backup.bucket]
-    values = [("AWS_ACCESS_KEY_ID", quoted(secret_ref(bucket.credentials.access_key), "access_key")),
-              ("AWS_SECRET_ACCESS_KEY", quoted(secret_ref(bucket.credentials.secret_key), "secret_key"))]
+    values = [("AWS_ACCESS_KEY_ID", env_value(secret_ref(bucket.credentials.access_key), "access_key")),
+              ("AWS_SECRET_ACCESS_KEY", env_value(secret_ref(bucket.credentials.secret_key), "secret_key"))]
     lines = header([f"Managed by outpost: bucket keys of backup {name} (secrets filled in on apply).",
                     f"Read by outpost-litestream-{name}.service and outpost-restore-{name}."])
     return lines + "".join(f"{key}={value}\n" for key, value in values)
@@ -507,14 +542,15 @@ elif [ -n "$target" ]; then
     esac
 fi
 {installer}
-set -a
-. {env}
-set +a
+# The env file holds secrets: it is read as data (the way systemd reads it), never sourced.
+with_env() {{
+    python3 -c {loader} {env} "$@"
+}}
 restore() {{
     from=$1
     out=${{2:-$1}}
     shift 2
-    {litestream} restore -no-expand-env -config "$config" -o "$out" "$@" "$from"
+    with_env {litestream} restore -no-expand-env -config "$config" -o "$out" "$@" "$from"
     chown --reference="$(dirname "$out")" "$out"
     echo "{script}: restored $from to $out" >&2
 }}
@@ -532,13 +568,13 @@ def litestream_restore(name: str, backup: Backup) -> str:
         name=name, bucket=backup.bucket, script=f"outpost-restore-{name}", dbs_text=" ".join(dbs),
         config=shlex.quote(litestream_config_path(name)), dbs=shlex.quote(" ".join(dbs)),
         env=shlex.quote(litestream_env_path(name)), installer=shlex.quote(LITESTREAM_INSTALLER),
-        litestream=shlex.quote(LITESTREAM))
+        litestream=shlex.quote(LITESTREAM), loader=shlex.quote(ENV_LOADER))
 
 
 def litestream_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
     service = f"outpost-litestream-{name}.service"
     config = File(litestream_config_path(name), litestream_config(stack, name, backup), "0644")
-    env = File(litestream_env_path(name), litestream_env(stack, name, backup), "0600")
+    env = File(litestream_env_path(name), litestream_env(stack, name, backup), "0600", secret_format="systemd-env")
     unit = File(f"{UNIT_DIR}/{service}", litestream_service(name, backup))
     files = [config, env, unit,
              File(LITESTREAM_INSTALLER, litestream_installer(), "0755"),

@@ -1,5 +1,6 @@
-"""The base setup every host gets: packages, hardened sshd, the admin's keys, time sync,
-unattended upgrades and the on-host agent (`outpost-apply`) the other manifests run through.
+"""The base setup every host gets: packages, hardened sshd (the admin alone, no forwarding), the
+admin's keys, time sync, unattended upgrades, the host firewall (firewall.py) and the on-host agent
+(`outpost-apply`) the other manifests run through.
 
 Pure: `base_manifest(stack, host)` returns the `base` Manifest; `bootstrap_script(stack)` is the
 first-login script that creates the admin user on a static host.
@@ -11,25 +12,38 @@ import shlex
 from pathlib import Path
 
 from ..config.model import Stack
-from .manifest import Dir, File, Manifest
+from . import firewall
+from .manifest import Dir, File, Manifest, Unit
 from .proxy import proxy_packages
 
 FILES = Path(__file__).resolve().parent.parent.parent / "files"
 ADMIN_MARK = "outpost admin"   # GECOS of an admin user the bootstrap created (and destroy may delete)
 AGENT_PATH = "/usr/local/lib/outpost/outpost-apply.py"
 BASE_PACKAGES = ["python3", "sudo", "curl", "ca-certificates", "unattended-upgrades",
-                 "systemd-timesyncd", "podman", "passt", "uidmap", "dbus-user-session"]
+                 "systemd-timesyncd", "podman", "passt", "uidmap", "dbus-user-session", "nftables"]
 
 SSHD_CONFIG = """\
-# Managed by outpost: key-only logins, no root.
+# Managed by outpost: key-only logins by the admin alone, no root, no forwarding or tunnels.
+AllowUsers {admin}
 PermitRootLogin no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitEmptyPasswords no
 X11Forwarding no
+AllowTcpForwarding no
+AllowStreamLocalForwarding no
+AllowAgentForwarding no
+PermitTunnel no
+GatewayPorts no
 MaxAuthTries 3
 """
+
+
+def sshd_config(stack: Stack) -> str:
+    """The sshd drop-in. The static-host bootstrap logs in as the host's first-login user (often
+    root) before this exists; once the base setup installed it, only the admin gets in."""
+    return SSHD_CONFIG.format(admin=stack.admin.user)
 
 AUTO_UPGRADES = """\
 // Managed by outpost: install security updates every day.
@@ -61,9 +75,15 @@ def packages_for(stack: Stack, host: str) -> list[str]:
     return sorted(set(packages))
 
 
+def admin_home(stack: Stack) -> str:
+    """The admin's home: outpost creates the admin with it (cloud-init, the bootstrap), and the
+    bootstrap refuses an existing account whose home is elsewhere."""
+    return f"/home/{stack.admin.user}"
+
+
 def base_manifest(stack: Stack, host: str) -> Manifest:
     admin = stack.admin.user
-    home = f"/home/{admin}"
+    home = admin_home(stack)
     sshd = "/etc/ssh/sshd_config.d/10-outpost.conf"
     return Manifest(
         name="base",
@@ -71,16 +91,18 @@ def base_manifest(stack: Stack, host: str) -> Manifest:
         dirs=[Dir("/usr/local/lib/outpost", "0755"), Dir("/var/lib/outpost", "0700")],
         files=[
             File(AGENT_PATH, agent_source(), "0755"),
-            File(sshd, SSHD_CONFIG, "0644"),
+            File(sshd, sshd_config(stack), "0644"),
             File(f"/etc/sudoers.d/90-outpost-{admin}", sudoers(admin), "0440"),
             File(f"{home}/.ssh/authorized_keys", authorized_keys(stack), "0600", admin, admin),
             File("/etc/apt/apt.conf.d/20auto-upgrades", AUTO_UPGRADES, "0644"),
+            *firewall.firewall_files(stack, host),
         ],
-        units=[],
+        units=[Unit(firewall.UNIT)],
         # the staged drop-in itself: plain `sshd -t` would check the live tree, not the new file
-        validate=[{"argv": ["/usr/sbin/sshd", "-t", "-f", f"{{staged:{sshd}}}"]}],
+        validate=[{"argv": ["/usr/sbin/sshd", "-t", "-f", f"{{staged:{sshd}}}"]}, firewall.validate_step()],
         restart=[{"group": "sshd", "strategy": "reload", "scope": "system", "when": [sshd],
-                  "instances": [{"unit": "ssh.service", "health": None}]}],
+                  "instances": [{"unit": "ssh.service", "health": None}]},
+                 firewall.restart_group()],
     )
 
 
@@ -122,17 +144,29 @@ def bootstrap_script(stack: Stack) -> str:
     takes over the same files, so later key changes never need the first-login user again.
     """
     admin = shlex.quote(stack.admin.user)
+    home = shlex.quote(admin_home(stack))
     keys = shlex.quote(authorized_keys(stack))
     rule = shlex.quote(sudoers(stack.admin.user))
     return "\n".join([
         "set -eu",
         'if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; else SUDO=; fi',
-        "command -v sudo >/dev/null || $SUDO apt-get install -y -q sudo >/dev/null",
-        f"id -u {admin} >/dev/null 2>&1 || $SUDO useradd --create-home --shell /bin/bash --comment {shlex.quote(ADMIN_MARK)} {admin}",
-        f"$SUDO install -d -m 0700 -o {admin} -g {admin} /home/{admin}/.ssh",
-        f"printf %s {keys} | $SUDO tee /home/{admin}/.ssh/authorized_keys >/dev/null",
-        f"$SUDO chown {admin}:{admin} /home/{admin}/.ssh/authorized_keys",
-        f"$SUDO chmod 0600 /home/{admin}/.ssh/authorized_keys",
+        # A fresh image may have no package lists at all: update them before installing sudo.
+        "command -v sudo >/dev/null || { $SUDO apt-get update -q >/dev/null && "
+        "DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q sudo >/dev/null; }",
+        f"id -u {admin} >/dev/null 2>&1 || $SUDO useradd --create-home --home-dir {home} --shell /bin/bash "
+        f"--comment {shlex.quote(ADMIN_MARK)} {admin}",
+        # The base setup writes the admin's keys below /home/<admin>: an existing account whose
+        # home is elsewhere is not taken over (the home is looked up, not assumed).
+        f'actual_home=$(getent passwd {admin} | cut -d: -f6)',
+        f'if [ "$actual_home" != {home} ]; then',
+        f"  echo \"outpost bootstrap: user {stack.admin.user} exists with home $actual_home, not {home}; "
+        "pick another admin.user\" >&2",
+        "  exit 1",
+        "fi",
+        f"$SUDO install -d -m 0700 -o {admin} -g {admin} {home}/.ssh",
+        f"printf %s {keys} | $SUDO tee {home}/.ssh/authorized_keys >/dev/null",
+        f"$SUDO chown {admin}:{admin} {home}/.ssh/authorized_keys",
+        f"$SUDO chmod 0600 {home}/.ssh/authorized_keys",
         f"printf %s {rule} | $SUDO tee /etc/sudoers.d/90-outpost-{admin} >/dev/null",
         f"$SUDO chmod 0440 /etc/sudoers.d/90-outpost-{admin}",
         f"echo 'outpost bootstrap: admin {stack.admin.user} ready'",

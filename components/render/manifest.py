@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .secret_values import FORMATS, fill
+
 SECRET_RE = re.compile(r"<secret:([A-Za-z0-9_.:/@-]+)>")
 
 
@@ -29,6 +31,13 @@ class File:
     mode: str = "0644"
     owner: str = "root"
     group: str = "root"
+    # How secret values are written into this file (see secret_values.py); not part of the wire
+    # format: the filled-in content is.
+    secret_format: str = "raw"
+
+    def __post_init__(self) -> None:
+        if self.secret_format not in FORMATS:
+            raise ValueError(f"{self.path}: unknown secret format {self.secret_format!r}")
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -116,9 +125,12 @@ class Manifest:
         """The stdin text: canonical JSON, placeholders replaced by `secrets` when given."""
         doc = self.to_json()
         if secrets is not None:
+            formats = {f.path: f.secret_format for f in self.files}
             for f in doc["files"]:
                 if not f["b64"]:
-                    f["content"] = SECRET_RE.sub(lambda m: secrets[m.group(1)], f["content"])
+                    fmt, path = formats[f["path"]], f["path"]
+                    f["content"] = SECRET_RE.sub(lambda m: fill(fmt, m.group(1), secrets[m.group(1)], path),
+                                                 f["content"])
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def digest(self) -> str:

@@ -73,7 +73,7 @@ def mesh_manifests(stack: Stack, host: str) -> list[Manifest]:
         manifests.append(Manifest(
             name=f"net-{network}", packages=["wireguard-tools"],
             dirs=[Dir("/etc/wireguard", "0700")],
-            files=[File(path, wireguard_config(stack, network, host), "0600")],
+            files=[File(path, wireguard_config(stack, network, host), "0600", secret_format="line")],
             units=[Unit(unit)],
             restart=[{"group": f"wireguard-{network}", "strategy": "reload", "scope": "system",
                       "when": [path], "instances": [{"unit": unit, "health": None}]}],

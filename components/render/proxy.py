@@ -5,7 +5,11 @@ Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates
 
 - the main configuration (`/etc/caddy/Caddyfile`, `/etc/haproxy/haproxy.cfg` or
   `/etc/nginx/nginx.conf`, replacing the Debian package's default),
-- for HAProxy, a systemd drop-in that also loads the blue-green directory `LIVE_DIR`,
+- for HAProxy, a systemd drop-in that also loads the blue-green directory `LIVE_DIR` and keeps
+  the master CLI socket root's alone,
+- for Caddy, a systemd drop-in that gives it `/run/caddy` (0700, caddy's) for its admin API,
+  which listens on the unix socket `CADDY_ADMIN_SOCKET` only, never on TCP (where any local
+  process, a service user's too, could replace the configuration); reloads go through it,
 - for tls `acme-dns`, `internal` and `files`, one certificate and key per hostname under
   `TLS_DIR` as `<secret:tls:HOST.crt>` / `<secret:tls:HOST.key>` placeholders: HOST.crt and
   HOST.key for nginx, one HOST.pem bundle for HAProxy and Caddy (see `certificate_files`),
@@ -15,7 +19,8 @@ Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates
 Every upstream is load-balanced over its 127.0.0.1 ports, health-checked (actively where the
 proxy can), and a request whose backend refused the connection or died is retried on another
 replica, so a rolling restart loses no request. HAProxy exposes its admin socket
-(`HAPROXY_ADMIN_SOCKET`) so the agent can drain `BACKEND/r<port>` (backend = service name).
+(`HAPROXY_ADMIN_SOCKET`, 0660 root:haproxy in the haproxy-only /run/haproxy) so the agent can
+drain `BACKEND/r<port>` (backend = service name). Local control sockets are for root and the proxy.
 
 Blue-green upstreams name their live slot in a small switch file (`bluegreen_switch`) that the
 main configuration includes and the on-host agent rewrites (`bluegreen_switch_template`) before
@@ -46,6 +51,10 @@ TEMPLATES = Path(__file__).resolve().parent.parent.parent / "files" / "templates
 TLS_DIR = "/etc/outpost/tls"
 LIVE_DIR = "/etc/outpost/proxy/live"  # blue-green switch files; HAProxy loads every *.cfg here
 HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
+HAPROXY_MASTER_SOCKET = "/run/haproxy-master.sock"
+CADDY_DROPIN = "/etc/systemd/system/caddy.service.d/outpost.conf"
+CADDY_ADMIN_DIR = "/run/caddy"            # RuntimeDirectory=caddy, 0700: root and caddy only
+CADDY_ADMIN_SOCKET = f"{CADDY_ADMIN_DIR}/admin.sock"
 HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/outpost.conf"
 MAIN_CONFIG = {"caddy": "/etc/caddy/Caddyfile", "haproxy": "/etc/haproxy/haproxy.cfg",
                "nginx": "/etc/nginx/nginx.conf"}
@@ -335,6 +344,8 @@ def _context(spec: ProxySpec, root: str) -> dict[str, object]:
         "live_dir": f"{root}{LIVE_DIR}",
         "tls_dir": f"{root}{TLS_DIR}",
         "admin_socket": HAPROXY_ADMIN_SOCKET,
+        "master_socket": HAPROXY_MASTER_SOCKET,
+        "caddy_admin": f"unix/{root}{CADDY_ADMIN_SOCKET}",
         "main_config": f"{root}{MAIN_CONFIG[spec.kind]}",
     }
 
@@ -355,6 +366,8 @@ def render_proxy(spec: ProxySpec, *, root: str = "") -> list[File]:
     files = [File(f"{root}{main}", _render(f"{spec.kind}/{Path(main).name}.j2", **ctx))]
     if spec.kind == "haproxy":
         files.append(File(f"{root}{HAPROXY_DROPIN}", _render("haproxy/outpost.conf.j2", **ctx)))
+    if spec.kind == "caddy":
+        files.append(File(f"{root}{CADDY_DROPIN}", _render("caddy/outpost.conf.j2", **ctx)))
     if spec.tls in CERT_FILE_MODES:
         files += certificate_files(spec.kind, sorted({r.host for r in spec.routes}), root=root)
     if spec.acme_ca_root:

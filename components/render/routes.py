@@ -78,11 +78,16 @@ def proxy_manifests(stack: Stack, host: str) -> list[Manifest]:
             restart=[{"group": "proxy-certificates", "strategy": "reload", "scope": "system",
                       "when": [f.path for f in certs], "instances": [{"unit": unit, "health": None}]}]))
     main = MAIN_CONFIG[spec.kind]
+    dropins = [f.path for f in config if f.path.startswith(f"/etc/systemd/system/{unit}.d/")]
     manifests.append(Manifest(
         name="proxy", packages=proxy_packages(spec.kind), dirs=proxy_dirs(spec), files=config,
         units=[Unit(unit)],
         validate=[{"argv": validate_argv(spec.kind, f"{{staged:{main}}}")}],
-        restart=[{"group": "proxy", "strategy": "reload", "scope": "system",
+        # A systemd drop-in (Caddy's admin socket directory, HAProxy's master socket) applies on
+        # start only: its change restarts the proxy once, before the reload of the rest.
+        restart=[*([{"group": "proxy-unit", "strategy": "restart", "scope": "system", "when": dropins,
+                     "instances": [{"unit": unit, "health": None}]}] if dropins else []),
+                 {"group": "proxy", "strategy": "reload", "scope": "system",
                   "when": [f.path for f in config], "instances": [{"unit": unit, "health": None}]}],
         restarts={unit.removesuffix(".service"): "reload"}))
     return manifests

@@ -198,12 +198,13 @@ def repo_bytes(relative: str, what: str) -> tuple[bytes, bool]:
 
 
 def secret_env_text(svc: Service, quote: bool) -> str:
-    """KEY=<secret:NAME> lines. quote: single quotes for systemd's EnvironmentFile= parser (which
-    then takes the value literally); podman's --env-file takes the rest of the line literally."""
+    """KEY=<secret:NAME> lines. quote: double quotes for systemd's EnvironmentFile= parser, the
+    value escaped inside them on fill-in (format systemd-env); podman's --env-file takes the rest
+    of the line literally (format podman-env). See secret_values.py."""
     lines = ["# Managed by outpost: secret environment; values are filled in on apply."]
     for key, secret in sorted(svc.secret_env.items()):
         ref = secret_ref(secret)
-        lines.append(f"{key}='{ref}'" if quote else f"{key}={ref}")
+        lines.append(f'{key}="{ref}"' if quote else f"{key}={ref}")
     return "\n".join(lines) + "\n"
 
 
@@ -212,7 +213,8 @@ def secret_parts(svc: Service, place: Place, name: str, parts: Parts, *, owner: 
     env_files = []
     if svc.secret_env:
         path = f"{place.config_dir}/{name}.secret.env"
-        parts.add(File(path, secret_env_text(svc, quote), "0600", place.owner, place.owner))
+        parts.add(File(path, secret_env_text(svc, quote), "0600", place.owner, place.owner,
+                       secret_format="systemd-env" if quote else "podman-env"))
         env_files.append(path)
     for path, secret in sorted(svc.secret_files.items()):
         parts.add(File(path, secret_ref(secret),

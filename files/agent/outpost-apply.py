@@ -893,13 +893,20 @@ class Agent:
         created = []
         for u in users:
             try:
-                pw = pwd.getpwnam(u["name"])
-                if pw.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
+                existing = pwd.getpwnam(u["name"])
+                if existing.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
                     # kept by an earlier removal: this manifest takes the user and its data back
                     self.run(["usermod", "--unlock", "--expiredate", "", "--shell", u["shell"], u["name"]])
                     created.append(u["name"])
                     self.log(f"unlocked user {u['name']}")
             except KeyError:
+                existing = None
+            if existing is not None and existing.pw_dir.rstrip("/") != u["home"].rstrip("/"):
+                # The manifest's paths below the home were rendered for u["home"]; writing them
+                # for an account whose home is elsewhere would put the files beside its real ones.
+                raise AgentError(f"user {u['name']} exists with home {existing.pw_dir}, not {u['home']}: "
+                                 "outpost does not take over an existing account; give the service a user: of its own")
+            if existing is None:
                 argv = ["useradd", "--create-home", "--home-dir", u["home"], "--shell", u["shell"],
                         "--comment", USER_MARK, "--user-group"]
                 if u["system"]:

@@ -509,3 +509,18 @@ def test_reload_leaves_a_stopped_unit_stopped(host):
     assert apply(agent, doc).endswith("restarted: certs(reload)")
     assert fake.commands("try-reload-or-restart") == [["systemctl", "try-reload-or-restart", "caddy.service"]] * 2
     assert not fake.commands("reload")
+
+
+def test_an_existing_account_with_another_home_is_not_taken_over(host, oa, monkeypatch):
+    """The manifest's `home` is authoritative: its files below the home were rendered for it, so an
+    existing account whose home is elsewhere (a host user the stack happens to name) is refused."""
+    import pwd
+    agent, fake, _ = host
+    entry = pwd.struct_passwd(("svc", "x", 990, 990, "", "/var/lib/svc", "/usr/sbin/nologin"))
+    monkeypatch.setattr(oa.pwd, "getpwnam", lambda name: entry if name == "svc" else pwd.getpwnam(name))
+    user = {"name": "svc", "home": "/home/svc", "shell": "/usr/sbin/nologin", "linger": False, "system": True}
+    with pytest.raises(oa.AgentError, match="user svc exists with home /var/lib/svc, not /home/svc"):
+        agent.ensure_users([user])
+    assert not [c for c in fake.calls if c[0] in ("useradd", "loginctl")]
+    agent.ensure_users([{**user, "home": "/var/lib/svc"}])   # the same home: nothing to create
+    assert not [c for c in fake.calls if c[0] == "useradd"]

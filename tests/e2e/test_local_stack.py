@@ -7,6 +7,7 @@ Each test builds on the previous one (one VM, one deployment), like a sequence o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -80,6 +81,48 @@ def test_base_setup_hardened_ssh(deployment, tmp_path):
     argv[-1] = "admin@127.0.0.1"
     mismatch = subprocess.run([*argv, "--", "true"], capture_output=True, text=True, timeout=60)
     assert mismatch.returncode != 0 and "Host key verification failed" in mismatch.stderr
+
+
+def test_sshd_and_the_host_firewall_are_in_force(deployment):
+    """The drop-in's settings are sshd's effective ones; the firewall table is loaded; a service
+    user (hello) cannot reach the cloud metadata address (the rule rejects it at once)."""
+    effective = deployment.admin_ssh("sudo sshd -T -C user=admin,host=h,addr=10.0.2.2").stdout.splitlines()
+    for line in ("allowusers admin", "allowtcpforwarding no", "allowagentforwarding no", "permittunnel no"):
+        assert line in effective, line
+    table = deployment.admin_ssh("sudo nft list table inet outpost").stdout
+    assert "policy drop;" in table and "10.0.2.2" in table and "tcp dport 22 accept" in table
+    assert deployment.admin_ssh("systemctl is-active outpost-firewall.service").stdout.strip() == "active"
+    def rejected() -> int:
+        chain = deployment.admin_ssh("sudo nft list chain inet outpost output").stdout
+        return int(re.search(r"counter packets (\d+)", chain).group(1))
+    # The VM's user-mode network may have no route there: give it one, so that a packet is sent
+    # (and meets the rule) instead of connect() failing before any packet exists.
+    gateway = deployment.admin_ssh("ip -4 route show 10.0.2.0/24").stdout.split()
+    route = "169.254.169.254/32 via 10.0.2.2" if gateway else ""
+    if route:
+        deployment.admin_ssh(f"sudo ip route replace {route}")
+    try:
+        before = rejected()
+        metadata = deployment.admin_ssh("sudo -u hello -- curl -sS -m 5 -o /dev/null http://169.254.169.254/",
+                                        check=False)
+        assert metadata.returncode == 7, metadata.stderr          # could not connect: rejected at once
+        assert rejected() > before, metadata.stderr
+    finally:
+        if route:
+            deployment.admin_ssh(f"sudo ip route del {route}", check=False)
+
+
+def test_a_service_user_reaches_no_proxy_control_socket(deployment):
+    """Caddy's admin API is a unix socket in /run/caddy (0700, caddy's), not TCP 2019; root uses it."""
+    assert deployment.admin_ssh("sudo stat -c '%a %U' /run/caddy").stdout.split() == ["700", "caddy"]
+    assert deployment.admin_ssh("sudo test -S /run/caddy/admin.sock", check=False).returncode == 0
+    tcp = deployment.admin_ssh("sudo -u hello -- curl -sS -m 5 http://127.0.0.1:2019/config/", check=False)
+    assert tcp.returncode == 7, tcp.stderr
+    unix = deployment.admin_ssh("sudo -u hello -- curl -sS -m 5 --unix-socket /run/caddy/admin.sock "
+                                "http://localhost/config/", check=False)
+    assert unix.returncode == 7, unix.stderr
+    reload = deployment.admin_ssh("sudo systemctl reload caddy.service", check=False)
+    assert reload.returncode == 0, reload.stderr
 
 
 def test_second_apply_runs_nothing_and_the_agent_changes_nothing(deployment):

@@ -39,7 +39,7 @@ def mesh_config(vms: dict[str, VM]) -> dict:
     any_vm = next(iter(vms.values()))
     key = open(any_vm.private_key_path).read()
     return {
-        "outpost:admin": {"user": "admin", "ssh_keys": [any_vm.public_key], "ssh_sources": ["127.0.0.1/32"],
+        "outpost:admin": {"user": "admin", "ssh_keys": [any_vm.public_key], "ssh_sources": ["127.0.0.1/32", "10.0.2.2/32"],
                           "private_key": "deploy_key"},
         "outpost:networks": {"mesh": {"kind": "wireguard", "ip_range": "10.99.0.0/24", "port": 51820}},
         "outpost:hosts": {name: {"provider": "static", "address": LINK[name][0], "ssh_address": "127.0.0.1",

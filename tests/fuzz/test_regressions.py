@@ -185,8 +185,9 @@ def test_a_secret_file_over_the_services_own_unit_is_a_key_path_error():
     svc(config, "peerbook")["secret_files"] = {"/etc/systemd/system/peerbook@.service": "s3_secret"}
     with pytest.raises(ConfigError) as info:
         parse(config, "test")
-    assert info.value.lines[0].startswith("Pulumi.test.yaml: outpost:services.peerbook: these paths are shipped twice: "
-                                          "/etc/systemd/system/peerbook@.service")
+    # check's list of places a service may not write (unit directories among them) says it first
+    assert info.value.lines[0].startswith("Pulumi.test.yaml: outpost:services.peerbook.secret_files."
+                                          "/etc/systemd/system/peerbook@.service: ")
 
 
 @pytest.mark.parametrize("mutate, key", [

@@ -47,6 +47,16 @@ def test_every_command_pins_the_host_key_and_keeps_secrets_on_stdin(stack):
             assert "stdin" in cmd.secret_inputs, f"{cmd.name}: stdin carries secrets but is not secret"
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_command_keeps_its_output_out_of_the_state_in_plaintext(stack):
+    """stdout and stderr (the agent's log lines, a validator's error, the bootstrap's output) are
+    secret outputs: encrypted in the state with the stack's passphrase, masked in the CLI."""
+    commands = of_type(registered(stack), COMMAND)
+    assert commands
+    for cmd in commands:
+        assert {"stdin", "stdout", "stderr"} <= set(cmd.additional_secret_outputs), cmd.name
+
+
 @pytest.mark.parametrize("stack", [s for s in STACKS if s != "local"])
 def test_every_server_has_its_firewall_at_creation(stack):
     resources = registered(stack)

@@ -94,7 +94,7 @@ EDGE = _base(
                           "command": "sh -c 'while sleep 3600; do :; done'"},
             "limits": {"cpu": "10%"},
         },
-        "daemon": {
+        "httpd": {
             "hosts": ["h1"],
             "process": {"exec": "/usr/bin/python3 -m http.server --bind 127.0.0.1 7300"},
             "env": {"PYTHONUNBUFFERED": "1"},

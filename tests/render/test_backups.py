@@ -126,15 +126,15 @@ def test_restic_manifests_only_for_this_host_sorted():
 def test_restic_env_file():
     env = files("restic")["/etc/outpost/backup/nextcloud.env"]
     assert (env.mode, env.owner, env.group) == ("0600", "root", "root")
-    for line in ("RESTIC_REPOSITORY='s3:https://hel1.your-objectstorage.com/backups/nextcloud'",
-                 "RESTIC_PASSWORD='<secret:restic_password>'", "AWS_ACCESS_KEY_ID='<secret:s3_key_id>'",
-                 "AWS_SECRET_ACCESS_KEY='<secret:s3_secret>'", "AWS_DEFAULT_REGION='hel1'",
-                 "RESTIC_CACHE_DIR='/var/cache/outpost-backup-nextcloud'"):
+    for line in ('RESTIC_REPOSITORY="s3:https://hel1.your-objectstorage.com/backups/nextcloud"',
+                 'RESTIC_PASSWORD="<secret:restic_password>"', 'AWS_ACCESS_KEY_ID="<secret:s3_key_id>"',
+                 'AWS_SECRET_ACCESS_KEY="<secret:s3_secret>"', 'AWS_DEFAULT_REGION="hel1"',
+                 'RESTIC_CACHE_DIR="/var/cache/outpost-backup-nextcloud"'):
         assert f"\n{line}\n" in env.content, line
     assert env.secrets == ("restic_password", "s3_key_id", "s3_secret")
     other = text("restic", "/etc/outpost/backup/vps1-etc.env")
-    assert "\nRESTIC_REPOSITORY='s3:http://10.0.2.100:9000/local-minio/vps1-etc'\n" in other
-    assert "\nAWS_DEFAULT_REGION='us-east-1'\n" in other and "<secret:minio_key>" in other
+    assert '\nRESTIC_REPOSITORY="s3:http://10.0.2.100:9000/local-minio/vps1-etc"\n' in other
+    assert '\nAWS_DEFAULT_REGION="us-east-1"\n' in other and "<secret:minio_key>" in other
 
 
 def test_restic_service_runs_the_backup_sandboxed():
@@ -181,10 +181,11 @@ def test_restic_restore_script():
     script = files("restic")["/usr/local/sbin/outpost-restore-nextcloud"]
     assert (script.mode, script.owner) == ("0700", "root")
     assert script.content.startswith("#!/bin/sh\n")
-    for line in ("snapshot=latest", "target=/", ". /etc/outpost/backup/nextcloud.env",
-                 'exec /usr/bin/restic restore "$snapshot" --target "$target" "$@"',
-                 "exec /usr/bin/restic snapshots"):
+    for line in ("snapshot=latest", "target=/", "' /etc/outpost/backup/nextcloud.env \"$@\"",
+                 'with_env /usr/bin/restic restore "$snapshot" --target "$target" "$@"',
+                 "with_env /usr/bin/restic snapshots"):
         assert f"\n{line}\n" in script.content.replace("    ", ""), line
+    assert "\n. " not in script.content and "set -a" not in script.content   # never sourced
     assert not script.secrets
 
 
@@ -200,7 +201,7 @@ def test_litestream_config_and_env():
         assert f"\n{line}\n" in config.content, line
     env = files("litestream")["/etc/outpost/backup/app-db.litestream.env"]
     assert (env.mode, env.owner) == ("0600", "root")
-    assert "\nAWS_ACCESS_KEY_ID='<secret:s3_key_id>'\nAWS_SECRET_ACCESS_KEY='<secret:s3_secret>'\n" in env.content
+    assert '\nAWS_ACCESS_KEY_ID="<secret:s3_key_id>"\nAWS_SECRET_ACCESS_KEY="<secret:s3_secret>"\n' in env.content
 
 
 def test_litestream_service_runs_as_the_databases_owner():
@@ -307,7 +308,7 @@ def test_bad_ping_urls_are_refused(ping):
 
 def test_quote_in_endpoint_is_refused():
     config = copy.deepcopy(BASE)
-    config["outpost:buckets"]["backups"]["endpoint"] = "https://x.example/'a"
+    config["outpost:buckets"]["backups"]["endpoint"] = "https://x.example/'a\"$b"
     config["outpost:backups"] = one()
     with pytest.raises(ConfigError, match=r"outpost:buckets\.backups\.endpoint: .* is not a URL"):
         parse(config, "t")

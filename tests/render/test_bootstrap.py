@@ -100,3 +100,21 @@ def test_destroy_gives_up_with_userdel_s_own_error_when_the_processes_never_end(
     failed = run(unbootstrap_script(stack))
     assert failed.returncode != 0 and "currently used by process 516" in failed.stderr
     assert os.path.exists(db / "procs") and "admin:" in (db / "passwd").read_text()
+
+
+def test_bootstrap_updates_the_package_lists_before_installing_sudo(stack):
+    """A fresh image has no package lists: `apt-get install sudo` alone fails there."""
+    [line] = [line for line in bootstrap_script(stack).splitlines() if "install -y -q sudo" in line]
+    assert line.index("apt-get update") < line.index("apt-get install"), line
+    assert line.startswith("command -v sudo >/dev/null || {")
+
+
+def test_bootstrap_refuses_an_existing_admin_whose_home_is_elsewhere(host, stack):
+    """The base setup writes the admin's keys below /home/<admin>; the home is looked up, and an
+    account living elsewhere is not taken over."""
+    run, db = host
+    (db / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nadmin:x:1000:1000:Ada:/srv/admin:/bin/bash\n")
+    made = run(bootstrap_script(stack))
+    assert made.returncode == 1
+    assert "user admin exists with home /srv/admin, not /home/admin" in made.stderr
+    assert "ready" not in made.stdout

@@ -155,7 +155,7 @@ def test_caddy_acme_and_none_ship_no_certificates():
 
 def test_haproxy_retries_health_and_admin_socket():
     cfg = main_config("haproxy-internal")
-    for line in ("stats socket /run/haproxy/admin.sock mode 660 level admin", "retries 3",
+    for line in ("stats socket /run/haproxy/admin.sock mode 660 user root group haproxy level admin", "retries 3",
                  "option redispatch 1", "retry-on conn-failure empty-response response-timeout",
                  "option httplog", "log stdout format raw local0 info", "option forwardfor",
                  "compression algo gzip", "option httpchk GET /ready HTTP/1.1",
@@ -194,7 +194,7 @@ def test_haproxy_bluegreen_backend_lives_in_the_switch_file():
     assert "option httpchk GET /health HTTP/1.1" in template and "inter 500ms" in template
     dropin = files_of("haproxy-internal")[proxy.HAPROXY_DROPIN].content
     assert ("ExecStart=/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg -f /etc/outpost/proxy/live "
-            "-p /run/haproxy.pid -S /run/haproxy-master.sock\n") in dropin
+            "-p /run/haproxy.pid -S /run/haproxy-master.sock,mode,600\n") in dropin
     assert "ExecReload=/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg -f /etc/outpost/proxy/live -c -q" in dropin
     assert proxy.validate_argv("haproxy", "/x/haproxy.cfg") == [
         "haproxy", "-c", "-f", "/x/haproxy.cfg", "-f", "/etc/outpost/proxy/live"]

@@ -327,17 +327,17 @@ def test_process_with_secret_files_gets_a_fixed_user():
     assert (key.owner, key.mode, key.content) == ("api", "0600", "<secret:api_key>")
     secret_env = files["/etc/outpost/services/api.secret.env"]
     assert (secret_env.owner, secret_env.mode) == ("root", "0600")
-    assert "API_KEY='<secret:api_key>'" in lines(secret_env.content)
+    assert "API_KEY=\"<secret:api_key>\"" in lines(secret_env.content)
     (group,) = m.restart
     assert group["switch"]["path"] == "/etc/outpost/proxy/live/api.cfg"       # HAProxy
     assert all(i["drain"] is None for i in group["instances"])               # blue-green: no drain
 
 
 def test_process_without_fixed_owner_uses_a_dynamic_user():
-    unit = lines(files_of("edge-haproxy", "h1")["/etc/systemd/system/daemon.service"].content)
-    assert {"DynamicUser=yes", "User=daemon", "WantedBy=multi-user.target"} <= set(unit)
-    assert manifest("edge-haproxy", "h1", "svc-daemon").restart[0]["instances"] == [
-        {"unit": "daemon.service", "health": None, "drain": None}]
+    unit = lines(files_of("edge-haproxy", "h1")["/etc/systemd/system/httpd.service"].content)
+    assert {"DynamicUser=yes", "User=httpd", "WantedBy=multi-user.target"} <= set(unit)
+    assert manifest("edge-haproxy", "h1", "svc-httpd").restart[0]["instances"] == [
+        {"unit": "httpd.service", "health": None, "drain": None}]
 
 
 def test_process_job_runs_on_success_restart():

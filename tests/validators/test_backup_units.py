@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from components.render.secret_values import systemd_env_inner
 from components.render.backups import (LITESTREAM, LITESTREAM_BUILDS, LITESTREAM_DIR, LITESTREAM_INSTALLER,
                                        LITESTREAM_RUNNER, LITESTREAM_VERSION, backup_manifests)
 from tests.render.test_backups import BACKUPS, stack_with
@@ -157,7 +158,8 @@ def run(script: Path, *args: str, env: dict | None = None) -> subprocess.Complet
 
 
 def test_restic_restore_arguments(tmp_path):
-    env = "RESTIC_PASSWORD='pw $HOME \\n \"q\" %i #x'\nRESTIC_REPOSITORY='s3:http://x/b/n'\n"
+    password = "pw $HOME \\n \"q\" %i #x 'it''s' `id`"
+    env = f'RESTIC_PASSWORD="{systemd_env_inner(password)}"\nRESTIC_REPOSITORY="s3:http://x/b/n"\n'
     script, log = restore_script(tmp_path, "/usr/local/sbin/outpost-restore-nextcloud", env, "nextcloud.env")
     (tmp_path / "restic").write_text(RECORDER.format(log=log) + 'printf "%s\\n" "$RESTIC_PASSWORD" >>"' + str(log) + '"\n')
     for args, expected in (((), "restic restore latest --target /"),
@@ -167,7 +169,7 @@ def test_restic_restore_arguments(tmp_path):
         log.unlink(missing_ok=True)
         result = run(script, *args)
         assert result.returncode == 0, result.stderr
-        assert log.read_text() == f"{expected}\npw $HOME \\n \"q\" %i #x\n"
+        assert log.read_text() == f"{expected}\n{password}\n"
     usage = run(script, "--help")
     assert usage.returncode == 2 and usage.stderr.startswith("usage: outpost-restore-nextcloud [SNAPSHOT]")
     assert usage.stderr.endswith("e.g. --include /var/lib/app/one-file\n")
@@ -175,7 +177,7 @@ def test_restic_restore_arguments(tmp_path):
 
 
 def test_litestream_restore_arguments(tmp_path):
-    script, log = restore_script(tmp_path, "/usr/local/sbin/outpost-restore-app-db", "AWS_ACCESS_KEY_ID='k'\n",
+    script, log = restore_script(tmp_path, "/usr/local/sbin/outpost-restore-app-db", "AWS_ACCESS_KEY_ID=\"k\"\n",
                                  "app-db.litestream.env")
     # the databases' own paths, moved under tmp_path for the test
     text = script.read_text().replace("/srv/app/", f"{tmp_path}/srv/app/")

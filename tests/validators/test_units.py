@@ -252,7 +252,7 @@ def test_hardened_process_units_serve_and_parse_as_written(vm):
     # systemd shows argv before variable expansion: `$$` is the literal `$` it passes at exec time
     assert "argv[]=/opt/api/api --port 7100 --motto it's 100% $$real ;" in shown
     assert "User=api" in vm_run(vm, "systemctl show -p User api@7100.service").stdout.decode()
-    started = vm_run(vm, "systemctl start echo@1.socket echo@2.socket daemon.service", timeout=120)
+    started = vm_run(vm, "systemctl start echo@1.socket echo@2.socket httpd.service", timeout=120)
     assert started.returncode == 0, started.stderr.decode()
     answers = vm_run(vm, "for i in $(seq 30); do curl -fsS 127.0.0.1:7200/health && curl -fsS -o /dev/null "
                          "127.0.0.1:7300/ && exit 0; sleep 1; done; exit 1", timeout=120)

@@ -83,3 +83,14 @@ def test_workflows_run_the_pinned_cli(path):
     wanted = read_versions()["PULUMI_VERSION"]
     found = re.findall(r"pulumi-version:\s*([\d.]+)", path.read_text())
     assert all(v == wanted for v in found), f"{path.name}: pulumi-version {found}, versions.env {wanted}"
+
+
+def test_the_preview_runs_in_a_protected_environment_and_only_it_gets_secrets():
+    """The preview runs a pull request's code with the test stack's credentials: it runs in the
+    `test-preview` environment (required reviewers are set on it in GitHub), and no other job of
+    the PR workflow reads a secret."""
+    jobs = load(ROOT / ".github" / "workflows" / "pr.yml")["jobs"]
+    assert jobs["preview"]["environment"] == "test-preview"
+    for name, job in jobs.items():
+        if name != "preview":
+            assert "secrets." not in yaml.safe_dump(job), name
