@@ -109,19 +109,30 @@ def go_env() -> dict:
             "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")}
 
 
-def build_cli(versions: dict, bin_dir: Path) -> None:
+def wrapper_module(build_dir: Path) -> Path:
+    """The CLI's wrapper module, laid in the build directory and resolved there (`go mod tidy`)."""
+    module = build_dir / "cli"
+    module.mkdir()
+    shutil.copyfile(HERE / "cli" / "go.mod", module / "go.mod")
+    result = run(["go", "mod", "tidy"], cwd=module, env=go_env())
+    if result.returncode != 0:
+        raise EngineError(f"go mod tidy of the CLI's wrapper module failed: {last_lines(result.stderr)}")
+    return module
+
+
+def build_cli(versions: dict, module: Path, bin_dir: Path) -> None:
     version = versions["PULUMI_VERSION"]
     stamp = f"-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v{version}"
     result = run(["go", "build", "-trimpath", "-tags", "osusergo,grpcnotrace", "-ldflags", f"-s -w {stamp}",
                   "-o", str(bin_dir / "pulumi"), "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"],
-                 cwd=HERE / "cli", env=go_env())
+                 cwd=module, env=go_env())
     if result.returncode != 0:
         raise EngineError(f"go build of the Pulumi CLI v{version} failed: {last_lines(result.stderr)}")
 
 
-def copy_dynamic_script(bin_dir: Path) -> None:
+def copy_dynamic_script(module: Path, bin_dir: Path) -> None:
     """The script dynamic providers run ships in the sdk/v3 module (the PyPI wheel lacks it)."""
-    result = run(["go", "list", "-m", "-f", "{{.Dir}}", "github.com/pulumi/pulumi/sdk/v3"], cwd=HERE / "cli",
+    result = run(["go", "list", "-m", "-f", "{{.Dir}}", "github.com/pulumi/pulumi/sdk/v3"], cwd=module,
                  env=go_env())
     source = Path(result.stdout.strip()) / "python" / "dist" / DYNAMIC_SCRIPT
     if result.returncode != 0 or not source.is_file():
@@ -148,8 +159,9 @@ def go_route(versions: dict, bin_dir: Path, missing: dict[str, str], log) -> Non
     if not shutil.which("go"):
         raise EngineError("the go route needs a Go toolchain (go 1.26 or newer) on PATH")
     started = time.monotonic()
-    build_cli(versions, bin_dir)
-    copy_dynamic_script(bin_dir)
+    module = wrapper_module(bin_dir.parent)
+    build_cli(versions, module, bin_dir)
+    copy_dynamic_script(module, bin_dir)
     log(f"engine: built pulumi v{versions['PULUMI_VERSION']} and {DYNAMIC_SCRIPT} in "
         f"{time.monotonic() - started:.0f} s")
     wanted = [(LANGUAGE_HOST, "LANGUAGE_PYTHON", versions["PULUMI_VERSION"])]
