@@ -16,25 +16,18 @@ from __future__ import annotations
 from typing import Any
 
 from .connections import StackSource, connections
-from .status import ask_all, service_label
+from .status import ask_all, document, service_label
 
 
 def collect(source: StackSource, repair: bool = False) -> dict[str, Any]:
     args = ["drift", "--json"] + (["--repair"] if repair else [])
-    answers = ask_all(connections(source), *args)
-    hosts: dict[str, Any] = {}
-    code = 0
-    for host, answer in answers.items():
-        if isinstance(answer, Exception):
-            hosts[host] = {"reachable": False, "error": str(answer), "manifests": []}
-            code = 2
-            continue
-        hosts[host] = {"reachable": True, "manifests": answer["manifests"]}
-        for m in answer["manifests"]:
-            left = m.get("after") if repair and m.get("drift") else m["drift"]
-            if (left is None or left) and code == 0:
-                code = 1
-    return {"hosts": hosts, "exit": code}
+
+    def judge_host(host: str, answer: Any) -> tuple[list, bool]:
+        manifests = answer["manifests"]
+        left = [m.get("after") if repair and m.get("drift") else m["drift"] for m in manifests]
+        return manifests, any(x is None or x for x in left)
+
+    return document(ask_all(connections(source), *args), judge_host)
 
 
 def describe(item: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from ..render import render_stack
@@ -95,17 +96,29 @@ def judge(stored: dict[str, Any] | None, want: dict[str, Any] | None) -> tuple[s
     return state, problems + [state]
 
 
-def collect(source: StackSource) -> dict[str, Any]:
-    """The whole status document (what `--json` prints); `exit` is the exit status."""
-    want = wanted(source)
-    answers = ask_all(connections(source), "report", "--json")
+def document(answers: dict[str, Any], judge_host: Callable[[str, Any], tuple[list, bool]]) -> dict[str, Any]:
+    """The per-host document of an agent subcommand's ANSWERS (host → JSON or Unreachable), hosts
+    in config order: an unreachable host says why; JUDGE_HOST(host, answer) gives a reachable
+    one's manifests and whether any has a problem. `exit`: 2 when a host could not be reached,
+    else 1 when one has a problem, else 0."""
     hosts: dict[str, Any] = {}
-    code = 0
+    unreachable = problem = False
     for host, answer in answers.items():
         if isinstance(answer, Exception):
             hosts[host] = {"reachable": False, "error": str(answer), "manifests": []}
-            code = 2
+            unreachable = True
             continue
+        manifests, bad = judge_host(host, answer)
+        hosts[host] = {"reachable": True, "manifests": manifests}
+        problem = problem or bad
+    return {"hosts": hosts, "exit": 2 if unreachable else 1 if problem else 0}
+
+
+def collect(source: StackSource) -> dict[str, Any]:
+    """The whole status document (what `--json` prints); `exit` is the exit status."""
+    want = wanted(source)
+
+    def judge_host(host: str, answer: Any) -> tuple[list, bool]:
         stored = {m["name"]: m for m in answer["manifests"]}
         rows = []
         for name in list(want.get(host, {})) + [n for n in stored if n not in want.get(host, {})]:
@@ -116,10 +129,9 @@ def collect(source: StackSource) -> dict[str, Any]:
                          "version": s["version"] if s else None, "wants": w["version"] if w else None,
                          "token": s["token"] if s else None, "stack_token": w["token"] if w else None,
                          "last": s["last"] if s else None})
-            if problems and code == 0:
-                code = 1
-        hosts[host] = {"reachable": True, "manifests": rows}
-    return {"hosts": hosts, "exit": code}
+        return rows, any(not r["ok"] for r in rows)
+
+    return document(ask_all(connections(source), "report", "--json"), judge_host)
 
 
 def service_label(name: str) -> str:
