@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_agent_unit import FakeHost, HealthServer, agent_error, manifest, text_file  # noqa: E402
+from test_agent_unit import FakeHost, agent_error, manifest, servers, text_file  # noqa: E402,F401 (servers: a fixture)
 
 SECRET = "s3cr3t-value-91xq"
 
@@ -25,14 +25,6 @@ def host(oa, tmp_path):
     for d in ("etc/systemd/system", "srv", "opt", "home"):
         (tmp_path / d).mkdir(parents=True)
     return oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO()), fake, tmp_path
-
-
-@pytest.fixture
-def servers():
-    made = []
-    yield lambda *a: made.append(HealthServer(*a)) or made[-1]
-    for s in made:
-        s.server.shutdown()
 
 
 def apply(agent, doc, token):
