@@ -115,6 +115,8 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
     if not problems:  # the renderers assume a stack that passed every check above
         problems = render_problems(stack)
+    if not problems:  # and what they render may not have two owners for one path
+        problems = list(takeover.path_clashes(stack))
     if problems:
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
     return stack
@@ -122,36 +124,25 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
 
 def render_problems(stack: Stack) -> list[tuple[str, str]]:
     """Run every renderer on every host, as `up` and `make plan` will: the `KeyProblem`s they raise
-    (rules that need the rendered text), each once; when there are none, two manifests writing one
-    path (takeover.path_clashes, on what was just rendered). Anything else they raise is a bug,
-    not a problem with the stack, and propagates."""
+    (rules that need the rendered text), each once. Anything else they raise is a bug, not a
+    problem with the stack, and propagates."""
     # the render layer imports the model: import it late
     from ..render import RENDERERS
     from ..render.backups import backup_manifest
     from ..render.services import service_manifest
 
+    # Each renderer stops at its first problem; rendering each service and backup on its own too
+    # finds the problems of the others.
+    runs = [(renderer, (stack, host)) for host in stack.hosts for renderer in RENDERERS]
+    runs += [(service_manifest, (stack, host, name)) for name, svc in stack.services.items() for host in svc.hosts]
+    runs += [(backup_manifest, (stack, name)) for name in stack.backups]
     problems: list[tuple[str, str]] = []
-
-    def attempt(run, *args):
-        """RUN's result, or None when it raised a KeyProblem (recorded once)."""
+    for run, args in runs:
         try:
-            return run(*args)
+            run(*args)
         except KeyProblem as problem:
             if (problem.key, problem.message) not in problems:
                 problems.append((problem.key, problem.message))
-            return None
-
-    rendered = {host: [m for renderer in RENDERERS for m in attempt(renderer, stack, host) or []]
-                for host in stack.hosts}
-    if not problems:
-        return list(takeover.path_clashes(rendered, stack))
-    # Each renderer stops at its first problem; rendering each service and backup on its own too
-    # finds the problems of the others.
-    for name, svc in stack.services.items():
-        for host in svc.hosts:
-            attempt(service_manifest, stack, host, name)
-    for name in stack.backups:
-        attempt(backup_manifest, stack, name)
     return problems
 
 

@@ -127,11 +127,13 @@ def _replicas(stack: Stack) -> Iterator[Problem]:
                                                 "them one at a time while it holds the host's apply lock)")
 
 
-def path_clashes(rendered: dict[str, list], stack: Stack) -> Iterator[Problem]:
-    """Two manifests on one host writing one path (or one manifest writing it twice), in RENDERED
-    (host → its manifests, as the renderers made them once every other rule passed). Files several
+def path_clashes(stack: Stack) -> Iterator[Problem]:
+    """Two manifests on one host writing one path (or one manifest writing it twice). Renders the
+    stack, so `parse` runs it last, once every other rule and the renderers passed. Files several
     manifests ship byte for byte alike (the shared litestream scripts) are not a clash."""
-    for host, manifests in rendered.items():
+    from ..render import render_stack   # the render layer imports the config layer: import late
+
+    for host, manifests in render_stack(stack).items():
         seen: dict[str, tuple[str, object]] = {}
         for manifest in manifests:
             for f in manifest.files:
