@@ -1216,7 +1216,8 @@ class Agent:
                 dropping = [f["path"] for f in old["files"] if f["path"] not in keep]
                 reload = set(state["reload"]) | {p for p in changed_paths + dropping if self.unit_scope(p)}
                 # owed from here on: what a re-run must do even when it finds every file in place
-                state.update(manifest=mask(manifest), leftover=old if old["files"] or old["restart"] else None,
+                state.update(manifest=mask(manifest),
+                             leftover=old if old["files"] or old["restart"] or old["users"] else None,
                              pending=[g["group"] for g in todo], reload=sorted(reload))
                 # what a failed restart puts back: the previous version of its changed files
                 owed = {p for g in todo for p in g["when"]} & set(changed_paths)
@@ -1232,10 +1233,17 @@ class Agent:
             finally:
                 self.discard(staged)
             _, removed = self.drop_leftovers(name, old, manifest, created_dirs)
-            state["leftover"] = None
+            retiring = self.users_to_retire(name, old, manifest)
+            state["leftover"] = {"files": [], "units": [], "restart": [], "users": retiring} if retiring else None
             self.save_state(name, state)
             self.daemon_reload(state["reload"])
             state["reload"] = []
+            self.save_state(name, state)
+            # after the daemon-reload: a retiring user's own unit files were just removed, and
+            # reloading its manager needs the manager up
+            for u in retiring:
+                self.retire_user(u["name"], u.get("purge", False))
+            state["leftover"] = None
             self.save_state(name, state)
             actions, fresh = self.ensure_units(manifest["units"])
             restarted = self.run_restarts(name, todo, fresh, state, before)
@@ -1294,6 +1302,13 @@ class Agent:
         gone = self.remove_empty_dirs([d for d in created_dirs if d not in needed])
         created_dirs[:] = [d for d in created_dirs if d not in gone]
         return paths, removed + len(gone)
+
+    def users_to_retire(self, name, old, manifest):
+        """The previous manifest's users that neither this manifest nor another stored one lists
+        (a `user:` change): they go exactly as a removal takes them (see retire_user)."""
+        listed = {u["name"] for u in manifest["users"]}
+        listed |= {u["name"] for s in self.other_states(name) for u in s["manifest"]["users"]}
+        return [u for u in old["users"] if u["name"] not in listed]
 
     def run_restarts(self, name, todo, fresh, state, before=None):
         """Run the restart groups in order; after each, store the rest as pending. A group that
