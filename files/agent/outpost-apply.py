@@ -83,6 +83,8 @@ ANY_USER = -1            # open_dir: accept directories of any one non-root owne
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 COMMAND_TIMEOUT = 300
 APT_TIMEOUT = 1800
+APT_LOCK_WAIT = 300       # another apt (unattended-upgrades after boot) holds dpkg's lock
+UNTOUCHED = "no dir, file or unit was changed; the next apply retries"
 
 
 class AgentError(Exception):
@@ -884,23 +886,35 @@ class Agent:
         missing = [p for p in packages if p not in installed]
         if missing:
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            self.run(["apt-get", "update", "-q"], timeout=APT_TIMEOUT, env=env)
-            self.run(["apt-get", "install", "-y", "-q", *missing], timeout=APT_TIMEOUT, env=env)
+            apt = ["apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT}"]
+            with self.step(f"installing packages {' '.join(missing)}"):
+                self.run(apt + ["update", "-q"], timeout=APT_TIMEOUT, env=env)
+                self.run(apt + ["install", "-y", "-q", *missing], timeout=APT_TIMEOUT, env=env)
             self.log(f"installed {' '.join(missing)}")
         return missing
+
+    @contextlib.contextmanager
+    def step(self, what):
+        """Name the step an external command failed in. Packages and users come first in an
+        apply: a failure there has changed no dir, file or unit, and the error says so."""
+        try:
+            yield
+        except AgentError as e:
+            raise AgentError(f"{what} failed ({UNTOUCHED}): {e}") from None
 
     def ensure_users(self, users):
         created = []
         for u in users:
             try:
                 existing = pwd.getpwnam(u["name"])
-                if existing.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
-                    # kept by an earlier removal: this manifest takes the user and its data back
-                    self.run(["usermod", "--unlock", "--expiredate", "", "--shell", u["shell"], u["name"]])
-                    created.append(u["name"])
-                    self.log(f"unlocked user {u['name']}")
             except KeyError:
                 existing = None
+            if existing is not None and existing.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
+                # kept by an earlier removal: this manifest takes the user and its data back
+                with self.step(f"unlocking user {u['name']}"):
+                    self.run(["usermod", "--unlock", "--expiredate", "", "--shell", u["shell"], u["name"]])
+                created.append(u["name"])
+                self.log(f"unlocked user {u['name']}")
             if existing is not None and existing.pw_dir.rstrip("/") != u["home"].rstrip("/"):
                 # The manifest's paths below the home were rendered for u["home"]; writing them
                 # for an account whose home is elsewhere would put the files beside its real ones.
@@ -911,11 +925,13 @@ class Agent:
                         "--comment", USER_MARK, "--user-group"]
                 if u["system"]:
                     argv += ["--system", "--add-subids-for-system"]
-                self.run(argv + [u["name"]])
+                with self.step(f"creating user {u['name']}"):
+                    self.run(argv + [u["name"]])
                 created.append(u["name"])
                 self.log(f"created user {u['name']}")
             if u["linger"] and not os.path.exists(self.path(f"/var/lib/systemd/linger/{u['name']}")):
-                self.run(["loginctl", "enable-linger", u["name"]])
+                with self.step(f"enabling linger for {u['name']}"):
+                    self.run(["loginctl", "enable-linger", u["name"]])
                 self.log(f"enabled linger for {u['name']}")
         return created
 
