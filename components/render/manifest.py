@@ -122,15 +122,26 @@ class Manifest:
         }
 
     def encode(self, secrets: dict[str, str] | None = None) -> str:
-        """The stdin text: canonical JSON, placeholders replaced by `secrets` when given."""
+        """The stdin text: canonical JSON, placeholders replaced by `secrets` when given. Then
+        `secret_values` also lists every value filled in, as given and as written into its file,
+        so that the agent can hide them in whatever a tool prints (the masked encoding, the
+        token's source, has neither)."""
         doc = self.to_json()
         if secrets is not None:
             formats = {f.path: f.secret_format for f in self.files}
+            values: set[str] = set()
+
+            def filled(fmt: str, name: str, path: str) -> str:
+                written = fill(fmt, name, secrets[name], path)
+                values.update((secrets[name], written))
+                return written
+
             for f in doc["files"]:
                 if not f["b64"]:
                     fmt, path = formats[f["path"]], f["path"]
-                    f["content"] = SECRET_RE.sub(lambda m: fill(fmt, m.group(1), secrets[m.group(1)], path),
-                                                 f["content"])
+                    f["content"] = SECRET_RE.sub(lambda m: filled(fmt, m.group(1), path), f["content"])
+            if values - {""}:
+                doc["secret_values"] = sorted(values - {""})
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def digest(self) -> str:

@@ -85,6 +85,8 @@ COMMAND_TIMEOUT = 300
 APT_TIMEOUT = 1800
 APT_LOCK_WAIT = 300       # another apt (unattended-upgrades after boot) holds dpkg's lock
 UNTOUCHED = "no dir, file or unit was changed; the next apply retries"
+HIDDEN = "<secret hidden>"  # what the agent prints where a secret value stood
+SECRET_PIECE = 8          # a multi-line secret's lines this long are hidden on their own too
 
 
 class AgentError(Exception):
@@ -122,7 +124,8 @@ def load_manifest(text, name):
     if not isinstance(m, dict):
         raise AgentError("the manifest on stdin must be a JSON object")
     problems = []
-    keys = ("format", "name", "packages", "users", "dirs", "files", "units", "validate", "restart")
+    keys = ("format", "name", "packages", "users", "dirs", "files", "units", "validate", "restart",
+            "secret_values")
     problems += [f"unknown key {k!r}" for k in sorted(set(m) - set(keys))]
     if m.get("format") != 1:
         problems.append(f"format must be 1, not {m.get('format')!r}")
@@ -133,6 +136,9 @@ def load_manifest(text, name):
         if not isinstance(m[key], list):
             problems.append(f"{key} must be a list")
             m[key] = []
+    if not all(isinstance(v, str) for v in m["secret_values"]):
+        problems.append("secret_values must be a list of strings")
+        m["secret_values"] = []
     for p in m["packages"]:
         if not (isinstance(p, str) and PACKAGE_RE.match(p)):
             problems.append(f"packages: {p!r} is not a Debian package name")
@@ -295,8 +301,10 @@ def file_bytes(f):
 
 
 def mask(manifest):
-    """The manifest as stored: every file's content replaced by its sha256 digest."""
+    """The manifest as stored: every file's content replaced by its sha256 digest, no secret
+    values."""
     masked = json.loads(json.dumps(manifest))
+    masked.pop("secret_values", None)
     for f in masked["files"]:
         f["sha256"] = hashlib.sha256(file_bytes(f)).hexdigest()
         del f["content"], f["b64"]
@@ -484,6 +492,7 @@ class Agent:
         self.log_to = log
         self.ready_managers = set()
         self.live_stages = set()  # (dir, name) of this run's staging dirs: never swept
+        self.secret_values, self.secret_re, self.kept_secrets_read = set(), None, False
 
     # -- basics --------------------------------------------------------------------------------
     def path(self, host_path):
@@ -493,12 +502,48 @@ class Agent:
         """Progress on stderr. A closed pipe (the SSH session dropped) must not stop an apply
         halfway: the line is lost, the work goes on."""
         try:
-            print(f"  {message}", file=self.log_to, flush=True)
+            print(f"  {self.redact(message)}", file=self.log_to, flush=True)
         except OSError:
             pass
 
+    # -- secret values: never printed ----------------------------------------------------------
+    # The manifest on stdin lists its secret values (`secret_values`: each as given and as written
+    # into its file), and so do the full manifests kept for repair and rollback. A tool's output
+    # (a validator quoting the line it rejects, `nginx -t`, `haproxy -c`, `caddy validate`,
+    # `sshd -t` all do), a health response, haproxy's answers and journal lines pass through
+    # redact() before they reach an error, a progress line, the agent log or stdout.
+    def learn_secrets(self, values):
+        """Add secret VALUES (and the lines of multi-line ones) to what redact() hides."""
+        pieces = set()
+        for value in values:
+            if value:
+                pieces.add(value)
+                lines = [line.strip() for line in value.splitlines()]
+                pieces.update(line for line in lines if len(lines) > 1 and len(line) >= SECRET_PIECE)
+        if not pieces <= self.secret_values:
+            self.secret_values |= pieces
+            self.secret_re = re.compile("|".join(re.escape(p) for p in sorted(
+                self.secret_values, key=lambda p: (-len(p), p))))
+
+    def redact(self, text):
+        """TEXT with every known secret value replaced by HIDDEN."""
+        if not self.kept_secrets_read:
+            self.kept_secrets_read = True
+            for which in ("applied", "previous"):
+                folder = self.path(f"{STATE_DIR}/{which}")
+                for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                    kept = self.load_json(f"{STATE_DIR}/{which}/{entry}") or {}
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        values = json.loads(kept.get("manifest") or "{}").get("secret_values") or []
+                        self.learn_secrets([v for v in values if isinstance(v, str)])
+        text = str(text)
+        return self.secret_re.sub(HIDDEN, text) if self.secret_re else text
+
     def run(self, argv, check=True, **kwargs):
+        """Run argv through the runner; (exit code, its output with secrets hidden, raw stdout).
+        The raw stdout is for parsing only, never for a message."""
         code, output, stdout = self.runner(argv, **kwargs)
+        output = self.redact(output)
         if check and code != 0:
             raise AgentError(f"`{shlex.join(argv)}` failed (exit {code}): {one_line(output)}")
         return code, output, stdout
@@ -943,7 +988,7 @@ class Agent:
         bus = self.path(f"/run/user/{uid}/bus")
         deadline = time.monotonic() + USER_MANAGER_WAIT
         while True:
-            _, state, _ = self.run(["systemctl", "is-active", f"user@{uid}.service"], check=False)
+            state = self.run(["systemctl", "is-active", f"user@{uid}.service"], check=False)[2].strip()
             if state == "active" and os.path.exists(bus):
                 break
             if time.monotonic() > deadline:
@@ -959,7 +1004,7 @@ class Agent:
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:
             return False
-        return self.run(["systemctl", "is-active", f"user@{uid}.service"], check=False)[1] == "active"
+        return self.run(["systemctl", "is-active", f"user@{uid}.service"], check=False)[2].strip() == "active"
 
     def ensure_dirs(self, dirs, created_dirs):
         changed = 0
@@ -1046,15 +1091,15 @@ class Agent:
             if inst["health"]:
                 ok, last = probe(inst["health"], h["timeout"])
             else:
-                state = self.systemctl(group["scope"], "is-active", inst["unit"], check=False)[1]
+                state = self.systemctl(group["scope"], "is-active", inst["unit"], check=False)[2].strip()
                 ok, last = state == "active", f"systemctl is-active: {state}"
             if ok:
                 return None
-        return last
+        return self.redact(last)   # a response body may quote what the service was given
 
     def drain(self, d):
         for state in ("drain", "maint"):
-            answer = haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state {state}")
+            answer = self.redact(haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state {state}"))
             if answer.strip():
                 raise AgentError(f"haproxy refused to {state} {d['backend']}/{d['server']}: {one_line(answer)}")
         deadline = time.monotonic() + DRAIN_WAIT
@@ -1064,7 +1109,7 @@ class Agent:
         self.log(f"drained {d['backend']}/{d['server']} at haproxy ({left} sessions left)")
 
     def undrain(self, d):
-        answer = haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state ready")
+        answer = self.redact(haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state ready"))
         if answer.strip():
             raise AgentError(f"haproxy refused to ready {d['backend']}/{d['server']}: {one_line(answer)}")
         self.log(f"{d['backend']}/{d['server']} is ready again at haproxy")
@@ -1200,6 +1245,7 @@ class Agent:
 
     def apply(self, name, token, text):
         manifest = load_manifest(text, name)
+        self.learn_secrets(manifest["secret_values"])
         with self.locked():
             with self.journaled("apply", name, token) as result:
                 result["line"] = self.apply_locked(name, token, manifest)
@@ -1283,7 +1329,7 @@ class Agent:
     def say(self, line):
         """The final line on stdout; a deployer that went away (closed pipe) does not undo the work."""
         try:
-            print(line, flush=True)
+            print(self.redact(line), flush=True)
         except OSError:
             pass
 
@@ -1608,7 +1654,7 @@ class Agent:
         # the failure's first clause only: what failed, never a tool's output or a response body
         outcome = "ok" if error is None else "failed: " + str(error).split(":", 1)[0][:160]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        entry = f"{stamp} {op} {name} token={token} {what} outcome={outcome}\n"
+        entry = self.redact(f"{stamp} {op} {name} token={token} {what} outcome={outcome}") + "\n"
         os.makedirs(self.path(STATE_DIR), mode=0o700, exist_ok=True)
         fd = os.open(self.path(self.LOG_PATH),
                      os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -1672,6 +1718,7 @@ class Agent:
     def reapply(self, op, name, kept):
         """Apply a kept full manifest through the normal apply path, logged as OP."""
         manifest = load_manifest(kept["manifest"], name)
+        self.learn_secrets(manifest["secret_values"])
         with self.journaled(op, name, kept["token"]) as result:
             result["line"] = self.apply_locked(name, kept["token"], manifest)
         self.keep_applied(name, kept["token"], kept["manifest"])
@@ -1771,6 +1818,7 @@ class Agent:
                     if not inst.get("health"):
                         continue
                     ok, last = probe(inst["health"], g["health"]["timeout"])
+                    last = self.redact(last)
                     replicas.append({"group": g["group"], "unit": inst["unit"], "healthy": ok,
                                      "response": last[:80] if not ok else last.split(":", 1)[0]})
             last = next((e for e in reversed(entries) if e["name"] == st["name"]), None)
@@ -1881,6 +1929,8 @@ class Agent:
             message = rec.get("MESSAGE")
             if isinstance(message, list):
                 message = bytes(message).decode("utf-8", "replace")
+            if isinstance(message, str):
+                message = self.redact(message)
             print(json.dumps({"time": int(rec.get("__REALTIME_TIMESTAMP", 0)), "unit": unit,
                               "message": message}), flush=True)
         return proc.wait()
@@ -1951,10 +2001,10 @@ def main(argv=None, agent=None):
             print(USAGE, file=sys.stderr)
             return 2
     except AgentError as e:
-        print(f"outpost-apply: error: {e}", file=sys.stderr)
+        print(f"outpost-apply: error: {agent.redact(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - one paragraph, never a traceback
-        print(f"outpost-apply: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"outpost-apply: unexpected {type(e).__name__}: {agent.redact(e)}", file=sys.stderr)
         return 3
     return 0
 
