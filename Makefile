@@ -14,6 +14,7 @@ SERVICE ?=
 # HOST= is honoured from the command line only: shells such as zsh export HOST (the machine name)
 SINCE   ?=
 FOLLOW  ?=
+FOLLOW_FOR ?=
 REPAIR  ?=
 JSON    ?=
 OPERATE_JSON = $(if $(JSON),--json)
@@ -60,9 +61,9 @@ status:                       ## what runs on every host of STACK and whether it
 drift:                        ## files and units changed on the hosts by hand; REPAIR=1 re-applies them
 	@$(PY) -m components drift --stack $(STACK) $(if $(REPAIR),--repair) $(OPERATE_JSON)
 
-logs:                         ## SERVICE's journal from its hosts, merged by time; HOST= SINCE= FOLLOW=1
+logs:                         ## SERVICE's journal from its hosts, merged by time; HOST= SINCE= FOLLOW=1 FOLLOW_FOR=SECONDS
 	@$(PY) -m components logs --stack $(STACK) --service "$(SERVICE)" $(if $(filter command line,$(origin HOST)),--host "$(HOST)") \
-		$(if $(SINCE),--since "$(SINCE)") $(if $(FOLLOW),--follow) $(OPERATE_JSON)
+		$(if $(SINCE),--since "$(SINCE)") $(if $(FOLLOW),--follow) $(if $(FOLLOW_FOR),--for "$(FOLLOW_FOR)") $(OPERATE_JSON)
 
 rollback:                     ## put SERVICE's previous version back, host by host, health-checked
 	@$(PY) -m components rollback --stack $(STACK) --service "$(SERVICE)" $(OPERATE_JSON)

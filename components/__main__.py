@@ -8,7 +8,7 @@
     python -m components status --stack NAME [--json]    # what runs, and is it the stack's (make status)
     python -m components drift --stack NAME [--repair] [--json]      # hand edits (make drift)
     python -m components logs --stack NAME --service S [--host H] [--since WHEN] [--lines N]
-                                             [--follow] [--json]    # a service's journal (make logs)
+                                             [--follow [--for S]] [--json]    # a service's journal (make logs)
     python -m components rollback --stack NAME --service S [--json] # previous version (make rollback)
 """
 
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("--since", help="journalctl's --since, e.g. '1 hour ago' or 2026-01-01")
     logs.add_argument("--lines", type=int, default=200)
     logs.add_argument("--follow", action="store_true")
+    logs.add_argument("--for", dest="follow_for", type=float, default=None, metavar="SECONDS",
+                      help="with --follow: stop after SECONDS (default: when the hosts' streams end or Ctrl-C)")
     args = parser.parse_args(argv)
     if args.command == "diff":
         return _diff(args)

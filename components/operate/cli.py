@@ -31,7 +31,8 @@ def run(args: argparse.Namespace, source: StackSource | None = None) -> int:
             doc = rollback.run(source, args.service)
             sys.stdout.write(json.dumps(doc, indent=1) + "\n" if args.json else rollback.text(doc))
         elif args.follow:
-            return logs.follow(source, args.service, args.host, args.since, args.lines, as_json=args.json)
+            return logs.follow(source, args.service, args.host, args.since, args.lines, as_json=args.json,
+                               timeout=getattr(args, "follow_for", None))
         else:
             doc = logs.collect(source, args.service, args.host, args.since, args.lines)
             doc["exit"] = 2 if doc["errors"] else 0

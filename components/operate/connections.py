@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -131,10 +132,13 @@ def ssh_argv(conn: Connection, known_hosts: str, key_file: str) -> list[str]:
 def agent(conn: Connection, *args: str, timeout: float = SSH_TIMEOUT,
           stream: bool = False) -> subprocess.CompletedProcess | subprocess.Popen:
     """Run `outpost-apply ARGS` as root on the host in one SSH session; return the finished
-    process (stdout text), or with STREAM the running one (the caller reads and waits).
-    Raises Unreachable when ssh itself fails (exit 255)."""
+    process (stdout text), or with STREAM the running one: the caller reads its stdout, calls
+    `proc.forget_key()` once a first line came (ssh has authenticated by then) and in any case
+    when done, and finds ssh's and the agent's stderr in `proc.stderr_file` (a temporary file,
+    not a pipe nobody drains). Raises Unreachable when ssh itself fails (exit 255)."""
     import shlex
-    with tempfile.TemporaryDirectory(prefix="outpost-ssh-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="outpost-ssh-")
+    try:
         known, key_file = Path(tmp) / "known_hosts", Path(tmp) / "key"
         known.write_text(conn.known_hosts_line())
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -143,16 +147,25 @@ def agent(conn: Connection, *args: str, timeout: float = SSH_TIMEOUT,
         remote = shlex.join(["sudo", "-n", "python3", AGENT_PATH, *args])
         argv = [*ssh_argv(conn, str(known), str(key_file)), "--", remote]
         if stream:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
-            # ssh has read the key once it is connected; the temp dir may go after a first line
-            proc.stdout_first = proc.stdout.readline()  # type: ignore[attr-defined]
+            errors = tempfile.TemporaryFile(mode="w+", errors="replace")
+            try:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL,
+                                        text=True, errors="replace")
+            except BaseException:
+                errors.close()
+                raise
+            proc.stderr_file = errors                                            # type: ignore[attr-defined]
+            proc.forget_key = lambda path=tmp: shutil.rmtree(path, ignore_errors=True)  # type: ignore[attr-defined]
+            tmp = None   # the caller's forget_key removes it
             return proc
         try:
             result = subprocess.run(argv, capture_output=True, text=True, errors="replace",
                                     stdin=subprocess.DEVNULL, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Unreachable(f"{conn.host} ({conn.address}:{conn.port}): no answer within {timeout}s") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     if result.returncode == 255:
         raise Unreachable(f"{conn.host} ({conn.address}:{conn.port}): "
                           f"{last_line(result.stderr, 'ssh failed')}")

@@ -5,18 +5,23 @@ service's units, system or user scope as the service has them, printed as JSON l
 `{time, unit, message}`. Here the hosts' lines are merged by their timestamps and printed as
 `TIME HOST UNIT: MESSAGE` (the instance is the unit: `hello@8001.service`). Bounded by default:
 the last 200 lines per host, then the last 200 overall. With follow, lines are printed as they
-arrive, each host's in order.
+arrive, each host's in order, until the hosts' streams end, `--for SECONDS` pass or Ctrl-C;
+closing a session hangs up the host's agent, which then ends its `journalctl --follow`.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from .connections import StackSource, Unreachable, agent, connections
+from .connections import StackSource, Unreachable, agent, connections, last_line
+
+CLOSE_WAIT = 5     # seconds an SSH session gets to end after SIGTERM, before SIGKILL
 
 
 def hosts_of(source: StackSource, service: str, host: str | None) -> list[str]:
@@ -74,31 +79,71 @@ def collect(source: StackSource, service: str, host: str | None = None, since: s
 
 
 def follow(source: StackSource, service: str, host: str | None, since: str | None, lines: int,
-           out: TextIO = sys.stdout, as_json: bool = False) -> int:
-    """Print every host's lines as they come until interrupted."""
-    conns, lock = connections(source), threading.Lock()
+           out: TextIO = sys.stdout, as_json: bool = False, timeout: float | None = None,
+           err: TextIO = sys.stderr) -> int:
+    """Print every host's lines as they arrive (each host's in order), until every host's stream
+    ends, TIMEOUT seconds pass or Ctrl-C; then the SSH sessions still open are closed (bounded).
+    Exit 0, or 2 when a host could not be reached or its agent failed (said on ERR)."""
+    conns, lock, stop = connections(source), threading.Lock(), threading.Event()
+    running: dict[str, subprocess.Popen] = {}
+    failed: dict[str, str] = {}
 
     def pump(name: str) -> None:
         try:
             proc = agent(conns[name], *agent_args(service, since, lines, True), stream=True)
         except Unreachable as error:
-            with lock:
-                print(f"{name}: unreachable: {error}", file=sys.stderr)
+            failed[name] = f"unreachable: {error}"
             return
-        first = getattr(proc, "stdout_first", "")
-        for line in [first, *proc.stdout]:
-            if rec := parse(name, line):
-                with lock:
-                    out.write((json.dumps(rec) if as_json else line_of(rec)) + "\n")
-                    out.flush()
+        with lock:
+            running[name] = proc
+        try:
+            if stop.is_set():     # the follow ended while this session was being opened
+                close_session(proc)
+                return
+            for line in proc.stdout:     # line by line as they come, never read to the end first
+                proc.forget_key()        # ssh has authenticated: the key file can go
+                if rec := parse(name, line):
+                    with lock:
+                        out.write((json.dumps(rec) if as_json else line_of(rec)) + "\n")
+                        out.flush()
+            code = proc.wait()
+            if code != 0 and not stop.is_set():
+                proc.stderr_file.seek(0)
+                why = last_line(proc.stderr_file.read(), f"exit {code}")
+                failed[name] = f"unreachable: {why}" if code == 255 else f"the agent failed (exit {code}): {why}"
+        finally:
+            proc.forget_key()
 
     threads = [threading.Thread(target=pump, args=(h,), daemon=True)
                for h in hosts_of(source, service, host)]
     for t in threads:
         t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        for t in threads:
-            t.join()
+        while any(t.is_alive() for t in threads) and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.1)
     except KeyboardInterrupt:
-        return 0
-    return 0
+        pass
+    finally:
+        stop.set()
+        with lock:
+            procs = list(running.values())
+        for proc in procs:
+            close_session(proc)
+        for t in threads:
+            t.join(CLOSE_WAIT)
+    for name, why in sorted(failed.items()):
+        print(f"{name}: {why}", file=err)
+    return 2 if failed else 0
+
+
+def close_session(proc: subprocess.Popen) -> None:
+    """End one SSH session (the host's agent gets a hangup and stops its journalctl); bounded."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(CLOSE_WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(CLOSE_WAIT)
+    proc.stderr_file.close()

@@ -45,12 +45,14 @@ import os
 import pwd
 import re
 import secrets
+import select
 import shlex
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -1919,6 +1921,8 @@ class Agent:
             return 0
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                 errors="replace")
+        if follow:
+            threading.Thread(target=stop_on_hangup, args=(sys.stdout.fileno(), proc), daemon=True).start()
         for raw in proc.stdout:
             try:
                 rec = json.loads(raw)
@@ -1934,6 +1938,18 @@ class Agent:
             print(json.dumps({"time": int(rec.get("__REALTIME_TIMESTAMP", 0)), "unit": unit,
                               "message": message}), flush=True)
         return proc.wait()
+
+
+def stop_on_hangup(fd, proc):
+    """End PROC (a `journalctl --follow`) when whoever reads FD went away: the SSH session of
+    `logs --follow` closed. Without a tty sshd sends no SIGHUP, and a quiet journal would keep the
+    agent and journalctl waiting for a line to fail on; the hangup shows on FD at once."""
+    watch = select.poll()
+    watch.register(fd, 0)          # POLLERR / POLLHUP are always reported
+    while proc.poll() is None:
+        if watch.poll(1000):
+            proc.terminate()
+            return
 
 
 def ancestors(path):
