@@ -130,6 +130,7 @@ class Diff:
     units: tuple[UnitChange, ...]
     restarts: tuple[Restart, ...]
     secrets: tuple[tuple[str, str], ...]    # (name, added | changed | removed)
+    restores: tuple[str, ...] = ()          # what the new plan restores on its own (a note, not a change)
 
     @property
     def empty(self) -> bool:
@@ -283,6 +284,20 @@ def compare_secrets(base: dict[str, str], head: dict[str, str]) -> tuple[tuple[s
     return tuple(out)
 
 
+def restore_lines(plan: dict[str, Any]) -> tuple[str, ...]:
+    """Per host and backup: which paths come back on their own when missing or empty (restore:
+    auto) and which only by hand, e.g. `web1: restores automatically when missing or empty:
+    /var/lib/wsgi/files (restic outpost-backups/wsgi-state)`."""
+    out = []
+    for host, manifests in sorted(plan.get("hosts", {}).items()):
+        for name in sorted(manifests):
+            for r in manifests[name].get("restores", []):
+                how = ("restores automatically when missing or empty" if r["restore"] == "auto"
+                       else "manual restore only")
+                out.append(f"{host}: {how}: {', '.join(r['paths'])} ({r['tool']} {r['location']})")
+    return tuple(out)
+
+
 def compare(base: Snapshot, head: Snapshot) -> Diff:
     """Everything that differs between two rendered stacks. Pure."""
     files = compare_files(base, head)
@@ -290,7 +305,8 @@ def compare(base: Snapshot, head: Snapshot) -> Diff:
                 files=files,
                 units=compare_units(base.plan, head.plan),
                 restarts=compare_restarts(base.plan, head.plan, files),
-                secrets=compare_secrets(base.secure, head.secure))
+                secrets=compare_secrets(base.secure, head.secure),
+                restores=restore_lines(head.plan))
 
 
 # --------------------------------------------------------------------------- formatting
@@ -340,6 +356,9 @@ def summary_lines(diff: Diff) -> list[str]:
     lines += [f"  {_restart_line(r)}" for r in diff.restarts]
     lines += [f"  {_unit_line(u)}" for u in diff.units]
     lines += [f"secret {name} {status}" for name, status in diff.secrets]
+    if diff.restores:
+        lines.append("Backups:")
+        lines += [f"  {line}" for line in diff.restores]
     lines.append("Files:")
     for host, c in _file_counts(diff).items():
         lines.append(f"  {host}: {c['added']} added, {c['changed']} changed, {c['removed']} removed")
@@ -370,6 +389,9 @@ def _md_summary(diff: Diff, stack: str, base_ref: str) -> list[str]:
     if diff.secrets:
         lines += ["", "**Secrets** (values never shown):"]
         lines += [f"- secret `{name}` {status}" for name, status in diff.secrets]
+    if diff.restores:
+        lines += ["", "**Backups:**"]
+        lines += [f"- {line}" for line in diff.restores]
     if diff.files:
         lines += ["", "| host | files added | changed | removed |", "|---|---|---|---|"]
         lines += [f"| `{h}` | {c['added']} | {c['changed']} | {c['removed']} |" for h, c in _file_counts(diff).items()]

@@ -72,6 +72,8 @@ def manifest_document(manifest: Manifest) -> dict[str, Any]:
     doc["files"] = files
     doc["secrets"] = list(manifest.secrets)
     doc["restarts"] = dict(sorted(manifest.restarts.items()))
+    if manifest.restores:
+        doc["restores"] = manifest.restores
     return doc
 
 

@@ -22,6 +22,7 @@ from .dns import Dns, DnsArgs
 from .hosts import Host, HostArgs
 from .mesh import MeshKeys
 from .render import render_stack
+from .render.restore import restored_services
 from .render.routes import certificate_hosts
 from .shipping import ship
 
@@ -38,7 +39,7 @@ class Outpost(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: OutpostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("outpost:stack:Outpost", name, None, opts)
-        stack = args.stack
+        stack = self.stack = args.stack
         private_key = args.secrets[stack.admin.private_key]
         child = pulumi.ResourceOptions(parent=self)
         protect = pulumi.ResourceOptions(parent=self, protect=stack.protect)
@@ -117,13 +118,20 @@ class Outpost(pulumi.ComponentResource):
 
     def _ship_host(self, host_name: str, host: Host, manifests, secrets) -> dict[str, remote.Command]:
         """In order: base setup; certificates; the proxy; then the services, each after the
-        proxy that routes to it (a blue-green switch or a drain needs the proxy running)."""
+        proxy that routes to it (a blue-green switch or a drain needs the proxy running).
+        A service whose data a `restore: auto` backup restores also waits for that backup's
+        Command: on a fresh host its apply restores the data before the service first starts."""
         commands: dict[str, remote.Command] = {}
         after: list[pulumi.Resource] = list(host.ready)
+        restores = restored_services(self.stack, host_name)
+        # Backups ship before the services (the render order puts them last).
+        manifests = sorted(manifests, key=lambda m: m.name.startswith("svc-"))
         for manifest in manifests:
             needs = list(after)
             if manifest.name.startswith("backup-"):
                 needs += list(self.buckets.values())
+            needs += [commands[f"backup-{b}"] for b in restores.get(manifest.name.removeprefix("svc-"), [])
+                      if manifest.name.startswith("svc-")]
             if manifest.name == "proxy" and self.dns:
                 needs += self.dns.routes_of(host_name)
             command = ship(f"{host_name}-{manifest.name}", manifest, host.connection, secrets, host, needs)

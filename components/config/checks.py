@@ -468,12 +468,30 @@ def _buckets_and_backups(stack: Stack) -> Iterator[Problem]:
             yield f"{where}.password", f"required for tool: {backup.tool} (the name of the repository password secret)"
         if backup.tool == "litestream" and any(not p.endswith((".db", ".sqlite", ".sqlite3")) for p in backup.paths):
             yield f"{where}.paths", "litestream replicates SQLite databases: list database files (*.db, *.sqlite, *.sqlite3)"
+        yield from _private_state(stack, name, backup)
     for name, bucket in stack.buckets.items():
         if bucket.object_lock_days and not bucket.versioning:
             yield f"buckets.{name}.versioning", "Object Lock needs versioning: true"
         if bucket.noncurrent_expire_days and not bucket.versioning:
             yield (f"buckets.{name}.noncurrent_expire_days", "only applies with versioning: true (an unversioned "
                    "bucket has no noncurrent versions); use expire_days, or turn versioning on")
+
+
+def _private_state(stack: Stack, name: str, backup) -> Iterator[Problem]:
+    """A path in the state directory of a DynamicUser= process service: /var/lib/<dir> is then a
+    symlink into /var/lib/private/ (0700 root), which litestream's runner (the databases' owner)
+    cannot reach, and which a restore would replace by a real directory."""
+    for svc_name, svc in stack.services_on(backup.host).items():
+        if not (svc.dynamic_user and svc.state_directory):
+            continue
+        state = f"/var/lib/{svc.state_directory}"
+        for path in backup.paths:
+            if path == state or path.startswith(state + "/"):
+                yield (f"backups.{name}.paths", f"{path} lies in the state directory {state} of service {svc_name!r}, "
+                       "which runs as a dynamic user (no user:): systemd keeps that directory in /var/lib/private/ "
+                       f"behind a symlink, out of reach of the backup's runner and its restore; set services.{svc_name}.user "
+                       "(e.g. to the service's name) so the directory is a real one with a fixed owner")
+                break
 
 
 def _backup_tools(stack: Stack) -> Iterator[Problem]:

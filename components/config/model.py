@@ -277,6 +277,12 @@ class Service(Strict):
     def is_job(self) -> bool:
         return self.schedule is not None
 
+    @property
+    def dynamic_user(self) -> bool:
+        """A process service without `user:` or secret files runs as systemd's DynamicUser=: its
+        StateDirectory= /var/lib/<dir> is a symlink into /var/lib/private/ (0700 root)."""
+        return self.process is not None and self.user is None and not self.secret_files
+
     def ports(self) -> list[int]:
         """The 127.0.0.1 ports this service listens on, on each of its hosts."""
         if self.socket:
@@ -371,6 +377,9 @@ class Backup(Strict):
     schedule: Line = "daily"
     ping: Annotated[Line, _matching(re.compile(r"^https?://[^\s'\"\\/][^\s'\"\\]*$"), "an http(s) URL without spaces or quotes, like https://hc-ping.com/<uuid>")] | None = None
     password: SecretName | None = None
+    # auto: on a host where a backed-up path is missing or empty, restore it from the newest
+    # snapshot before the services using it start (docs/backups.md); manual: only by hand.
+    restore: Literal["auto", "manual"] = "auto"
 
 
 class Stack(Strict):

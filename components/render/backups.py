@@ -40,6 +40,7 @@ import shlex
 from ..config.model import Backup, Bucket, Stack
 from ..config.problem import KeyProblem
 from .manifest import File, Manifest, Unit, secret_ref
+from .restore import owners, restore_parts, restore_unit_name
 from .secret_values import systemd_env_inner
 from .systemd import exec_line, exec_word, single_line, unit_text
 
@@ -113,6 +114,14 @@ HARDENING = [
 # which it has no capability at all (unless the databases belong to root).
 RESTIC_CAPABILITIES = "CapabilityBoundingSet=CAP_DAC_READ_SEARCH"
 LITESTREAM_CAPABILITIES = "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID"
+# The automatic restore writes the restored paths anywhere outside /usr, /boot and /etc, with their
+# owners and modes, and chowns them: the shared sandbox without the read-only view of the host,
+# the private /tmp, the set-uid and @privileged (chown) bans and the 0077 umask.
+RESTORE_CAPABILITIES = "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_FSETID"
+RESTORE_HARDENING = [RESTORE_CAPABILITIES, "ProtectSystem=full"] + [
+    line for line in HARDENING
+    if line.split("=", 1)[0] not in ("ProtectSystem", "ProtectHome", "PrivateTmp", "RestrictSUIDSGID", "UMask")
+    and line != "SystemCallFilter=~@privileged @resources"] + ["UMask=0022"]
 
 
 # --- names, values and quoting --------------------------------------------------------------------
@@ -162,6 +171,19 @@ def paths_of(backup: Backup, name: str) -> list[str]:
 
 def restore_path(name: str) -> str:
     return f"{RESTORE_DIR}/outpost-restore-{name}"
+
+
+def restore_dependency(name: str, backup: Backup) -> list[str]:
+    """restore: auto → the backup waits for the restore, and never runs after a failed one (so it
+    can't push a snapshot of the empty paths a failed restore left)."""
+    if backup.restore != "auto":
+        return []
+    return [f"Requires={restore_unit_name(name)}", f"After={restore_unit_name(name)}"]
+
+
+def owner_cases(stack: Stack, name: str) -> str:
+    """The body of the scripts' `owner_of PATH` case: the one service user each path belongs to."""
+    return "".join(f"        {shlex.quote(p)}) echo {shlex.quote(u)} ;;\n" for p, u in owners(stack, name))
 
 
 def header(lines: list[str]) -> str:
@@ -221,6 +243,7 @@ def restic_service(stack: Stack, name: str, backup: Backup) -> str:
         f"Description={unit_text(f'outpost: backup {name} (restic)')}",
         "Wants=network-online.target",
         "After=network-online.target",
+        *restore_dependency(name, backup),
         "",
         "[Service]",
         "Type=oneshot",
@@ -289,21 +312,26 @@ RESTIC_RESTORE = """\
 #
 # usage: {script} [SNAPSHOT] [--target DIR] [restic restore options ...]
 #        {script} --list
+#        {script} --auto
 #   SNAPSHOT  a snapshot ID from --list; default: latest
 #   DIR       where to restore; default: / (every file goes back to its own path, with its
 #             owner and mode); elsewhere, the same tree appears under DIR
 #   other options go to `restic restore`, e.g. --include /var/lib/app/one-file
+#   --auto    each backed-up path that is missing or empty, from the newest snapshot holding it;
+#             a path that holds anything is never touched (outpost-restore-{name}.service)
 set -eu
 usage() {{
-    sed -n 4,9p "$0" | cut -c3- >&2
+    sed -n 4,12p "$0" | cut -c3- >&2
     exit 2
 }}
 snapshot=latest
 target=/
 list=
+auto=
 while [ $# -gt 0 ]; do
     case $1 in
         --list) list=1 ;;
+        --auto) auto=1 ;;
         --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
         --target=*) target=${{1#--target=}} ;;
         -h|--help) usage ;;
@@ -316,17 +344,119 @@ done
 with_env() {{
     python3 -c {loader} {env} "$@"
 }}
+{auto}
 if [ -n "$list" ]; then
     with_env {restic} snapshots
+    exit
+fi
+if [ -n "$auto" ]; then
+    auto
     exit
 fi
 with_env {restic} restore "$snapshot" --target "$target" "$@"
 """
 
 
-def restic_restore(stack: Stack, name: str, backup: Backup) -> str:
-    return RESTIC_RESTORE.format(name=name, repository=restic_repository(stack, name, backup),
-                                 script=f"outpost-restore-{name}", env=shlex.quote(restic_env_path(name)),
+# Shared by both restore scripts' --auto mode. Empty: missing, an empty directory or a 0-byte file
+# (a symlink is never empty). A path reached through a symlink is refused: a service user could
+# have planted it to make root write elsewhere.
+AUTO_COMMON = """\
+owner_of() {{
+    case $1 in
+{owner_cases}    esac
+}}
+is_empty() {{
+    if [ -L "$1" ]; then return 1; fi
+    if [ ! -e "$1" ]; then return 0; fi
+    if [ -d "$1" ]; then [ -z "$(ls -A -- "$1")" ]; return; fi
+    [ -f "$1" ] && [ ! -s "$1" ]
+}}
+check_no_symlink() {{
+    real=$(realpath -m -- "$1")
+    if [ "$real" != "$1" ]; then
+        echo "{script}: refusing to restore $1: a symlink on the way leads to $real" >&2
+        exit 1
+    fi
+}}
+"""
+
+# restic --auto. `restic cat config` fails both when there is no repository yet (a first deploy:
+# nothing to restore) and when it can't be read (wrong password, no bucket, endpoint down: fail,
+# with restic's own message). restic >= 0.17 (Debian 13 ships 0.18) exits 10 for "repository does
+# not exist"; older ones (Debian 12: 0.14) exit 1 and name the missing config object. Either way,
+# with a region set an S3 HEAD of the config object can't tell a missing bucket from a missing
+# object (a 404 has no body): `bucket_missing` asks again without the region, which makes restic's
+# S3 client look the bucket up first, and only a bucket positively reported missing fails.
+RESTIC_AUTO = AUTO_COMMON + """\
+no_repository() {{
+    [ "$1" -eq 10 ] && return 0
+    [ "$1" -eq 1 ] && printf '%s' "$2" | grep -q 'unable to open config file' \\
+        && printf '%s' "$2" | grep -q 'The specified key does not exist'
+}}
+bucket_missing() {{
+    probe=$(with_env /usr/bin/env -u AWS_DEFAULT_REGION {restic} cat config 2>&1 >/dev/null) && return 1
+    printf '%s' "$probe" | grep -qi 'bucket does not exist'
+}}
+newest() {{
+    python3 -c 'import json, sys
+s = json.load(sys.stdin) or []
+if s:
+    n = max(s, key=lambda x: x["time"])
+    print(n["short_id"], n["time"][:19].replace("T", " "))'
+}}
+chown_restored() {{
+    user=$(owner_of "$1")
+    [ -n "$user" ] || return 0
+    old=$(stat -c %u:%g -- "$1")
+    new=$(id -u -- "$user"):$(id -g -- "$user")
+    if [ "$old" != "$new" ]; then
+        chown -R -h --from="$old" "$new" -- "$1"
+        echo "{script}: files of $old under $1 now belong to $user ($new)" >&2
+    fi
+}}
+auto() {{
+    code=0
+    probe=
+    out=$(with_env {restic} cat config 2>&1 >/dev/null) || code=$?
+    if [ "$code" -ne 0 ]; then
+        if no_repository "$code" "$out" && ! bucket_missing; then
+            for path in {paths}; do
+                echo "nothing to restore for $path (no repository yet)" >&2
+            done
+            return 0
+        fi
+        printf '%s\\n' "${{probe:-$out}}" >&2
+        echo "{script}: cannot read the repository (restic exit $code)" >&2
+        exit 1
+    fi
+    for path in {paths}; do
+        check_no_symlink "$path"
+        if ! is_empty "$path"; then
+            echo "skipped $path: not empty" >&2
+            continue
+        fi
+        snapshots=$(with_env {restic} snapshots --json --path "$path")
+        found=$(printf '%s' "$snapshots" | newest)
+        if [ -z "$found" ]; then
+            echo "nothing to restore for $path" >&2
+            continue
+        fi
+        id=${{found%% *}}
+        with_env {restic} restore "$id" --target / --include "$path" >&2
+        chown_restored "$path"
+        echo "restored $path from snapshot $id (${{found#* }})" >&2
+    done
+}}
+"""
+
+
+def restic_restore(stack: Stack, name: str, backup: Backup, *, env_path: str | None = None) -> str:
+    """The restore script; ENV_PATH (tests only) reads the repository settings from elsewhere."""
+    script = f"outpost-restore-{name}"
+    auto = RESTIC_AUTO.format(script=script, restic=shlex.quote(RESTIC), owner_cases=owner_cases(stack, name),
+                              paths=" ".join(shlex.quote(p) for p in paths_of(backup, name)))
+    return RESTIC_RESTORE.format(name=name, repository=restic_repository(stack, name, backup), auto=auto.rstrip("\n"),
+                                 script=script, env=shlex.quote(env_path or restic_env_path(name)),
                                  restic=shlex.quote(RESTIC), loader=shlex.quote(ENV_LOADER))
 
 
@@ -338,11 +468,13 @@ def restic_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
         File(f"{UNIT_DIR}/{timer_unit}", timer(name, backup)),
         File(restore_path(name), restic_restore(stack, name, backup), "0700"),
     ]
+    restore_files, restore_units, users = restore_parts(stack, name, backup, [restore_path(name), "--auto"],
+                                                        RESTORE_HARDENING)
     # The service is listed (never enabled or started here) so that removing the manifest stops a
-    # backup that is running; only the timer starts it.
-    units = [Unit(timer_unit), Unit(service, enable=False, start=False)]
-    return Manifest(name=f"backup-{name}", packages=["restic", "curl", "ca-certificates"],
-                    files=sorted(files, key=lambda f: f.path), units=units)
+    # backup that is running; only the timer starts it. The restore runs first (report).
+    units = [*restore_units, Unit(timer_unit), Unit(service, enable=False, start=False)]
+    return Manifest(name=f"backup-{name}", packages=["restic", "curl", "ca-certificates", "python3"],
+                    users=users, files=sorted(files + restore_files, key=lambda f: f.path), units=units)
 
 
 # --- litestream ---------------------------------------------------------------------------------------
@@ -412,6 +544,7 @@ def litestream_service(name: str, backup: Backup) -> str:
         f"Description={unit_text(f'outpost: litestream replication of backup {name}')}",
         "Wants=network-online.target",
         "After=network-online.target",
+        *restore_dependency(name, backup),
         "",
         "[Service]",
         "Type=exec",
@@ -511,18 +644,23 @@ LITESTREAM_RESTORE = """\
 #           and move a broken database aside first)
 #   FILE    restore DB to FILE instead (needs DB when the backup has several databases)
 #   other options go to `litestream restore`, e.g. -timestamp 2025-01-01T00:00:00Z
+# usage: {script} --auto
+#   each database that is missing or empty (0 bytes, no -wal), from its replica's latest state;
+#   a database that holds anything is never touched (outpost-restore-{name}.service)
 # The restored file gets the owner and group of the directory it is restored into.
 set -eu
 usage() {{
-    sed -n 4,10p "$0" | cut -c3- >&2
+    sed -n 4,13p "$0" | cut -c3- >&2
     exit 2
 }}
 config={config}
 dbs={dbs}
 db=
 target=
+auto=
 while [ $# -gt 0 ]; do
     case $1 in
+        --auto) auto=1 ;;
         --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
         --target=*) target=${{1#--target=}} ;;
         -h|--help) usage ;;
@@ -554,6 +692,11 @@ restore() {{
     chown --reference="$(dirname "$out")" "$out"
     echo "{script}: restored $from to $out" >&2
 }}
+{auto}
+if [ -n "$auto" ]; then
+    auto
+    exit
+fi
 for db_path in $dbs; do
     if [ -z "$db" ] || [ "$db" = "$db_path" ]; then
         restore "$db_path" "$target" "$@"
@@ -562,12 +705,53 @@ done
 """
 
 
-def litestream_restore(name: str, backup: Backup) -> str:
+# litestream --auto: -if-replica-exists makes "no replica yet" (a first deploy) a success that
+# writes nothing; an unreadable replica (keys, bucket, endpoint) fails with litestream's message.
+# A 0-byte database without a -wal is removed first (-if-db-not-exists would keep it). The
+# database's directory is created when missing, owned by the path's service user (else root).
+LITESTREAM_AUTO = AUTO_COMMON + """\
+has_data() {{
+    [ -L "$1" ] || [ -s "$1" ] || [ -s "$1-wal" ] || [ -L "$1-wal" ]
+}}
+auto() {{
+    for path in $dbs; do
+        check_no_symlink "$path"
+        if has_data "$path"; then
+            echo "skipped $path: not empty" >&2
+            continue
+        fi
+        rm -f -- "$path" "$path-wal" "$path-shm"
+        dir=$(dirname -- "$path")
+        if [ ! -d "$dir" ]; then
+            user=$(owner_of "$path")
+            mkdir -p -- "$dir"
+            if [ -n "$user" ]; then
+                chown -- "$(id -u -- "$user"):$(id -g -- "$user")" "$dir"
+            fi
+        fi
+        with_env {litestream} restore -no-expand-env -config "$config" -if-db-not-exists -if-replica-exists \\
+            -o "$path" "$path"
+        if [ -e "$path" ]; then
+            chown --reference="$dir" -- "$path"
+            echo "restored $path from replica s3://{bucket}/{name}/$(basename -- "$path") (latest state)" >&2
+        else
+            echo "nothing to restore for $path" >&2
+        fi
+    done
+}}
+"""
+
+
+def litestream_restore(stack: Stack, name: str, backup: Backup, *, env_path: str | None = None) -> str:
+    """The restore script; ENV_PATH (tests only) reads the bucket's keys from elsewhere."""
     dbs = [p for p, _ in litestream_databases(name, backup)]
+    script = f"outpost-restore-{name}"
+    auto = LITESTREAM_AUTO.format(script=script, litestream=shlex.quote(LITESTREAM), bucket=backup.bucket, name=name,
+                                  owner_cases=owner_cases(stack, name))
     return LITESTREAM_RESTORE.format(
-        name=name, bucket=backup.bucket, script=f"outpost-restore-{name}", dbs_text=" ".join(dbs),
+        name=name, bucket=backup.bucket, script=script, dbs_text=" ".join(dbs), auto=auto.rstrip("\n"),
         config=shlex.quote(litestream_config_path(name)), dbs=shlex.quote(" ".join(dbs)),
-        env=shlex.quote(litestream_env_path(name)), installer=shlex.quote(LITESTREAM_INSTALLER),
+        env=shlex.quote(env_path or litestream_env_path(name)), installer=shlex.quote(LITESTREAM_INSTALLER),
         litestream=shlex.quote(LITESTREAM), loader=shlex.quote(ENV_LOADER))
 
 
@@ -579,13 +763,15 @@ def litestream_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
     files = [config, env, unit,
              File(LITESTREAM_INSTALLER, litestream_installer(), "0755"),
              File(LITESTREAM_RUNNER, litestream_runner(), "0755"),
-             File(restore_path(name), litestream_restore(name, backup), "0700")]
+             File(restore_path(name), litestream_restore(stack, name, backup), "0700")]
+    restore_files, restore_units, users = restore_parts(stack, name, backup, [restore_path(name), "--auto"],
+                                                        RESTORE_HARDENING)
     group = {"group": f"backup-{name}", "strategy": "restart", "scope": "system",
              "when": [config.path, env.path, unit.path],
              "instances": [{"unit": service, "health": None, "drain": None}],
              "health": {"interval": 1, "timeout": 1, "retries": 10}}
-    return Manifest(name=f"backup-{name}", packages=["curl", "ca-certificates", "python3"],
-                    files=sorted(files, key=lambda f: f.path), units=[Unit(service)],
+    return Manifest(name=f"backup-{name}", packages=["curl", "ca-certificates", "python3"], users=users,
+                    files=sorted(files + restore_files, key=lambda f: f.path), units=[*restore_units, Unit(service)],
                     restart=[group], restarts={f"backup-{name}": "restart"})
 
 
@@ -595,10 +781,14 @@ def backup_manifest(stack: Stack, name: str) -> Manifest:
     check_backup_name(name)
     backup = stack.backups[name]
     if backup.tool == "restic":
-        return restic_manifest(stack, name, backup)
-    if backup.tool == "litestream":
-        return litestream_manifest(stack, name, backup)
-    raise ValueError(f"backups.{name}.tool: {backup.tool!r} is not supported (use restic or litestream)")
+        manifest = restic_manifest(stack, name, backup)
+    elif backup.tool == "litestream":
+        manifest = litestream_manifest(stack, name, backup)
+    else:
+        raise ValueError(f"backups.{name}.tool: {backup.tool!r} is not supported (use restic or litestream)")
+    manifest.restores = [{"backup": name, "restore": backup.restore, "tool": backup.tool,
+                          "location": f"{backup.bucket}/{name}", "paths": list(backup.paths)}]
+    return manifest
 
 
 def backup_manifests(stack: Stack, host: str) -> list[Manifest]:

@@ -84,9 +84,15 @@ class Unit:
     scope: str = "system"  # "system" or "user:<name>"
     enable: bool = True
     start: bool = True
+    # report: started on its own, before the others, synchronously; the agent prints its journal
+    # for that run and fails the apply (with that journal) when it fails. stop: False → removing
+    # the manifest leaves it as it is (a finished oneshot other units Require=).
+    report: bool = False
+    stop: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return {"unit": self.unit, "scope": self.scope, "enable": self.enable, "start": self.start}
+        return {"unit": self.unit, "scope": self.scope, "enable": self.enable, "start": self.start,
+                **({"report": True} if self.report else {}), **({} if self.stop else {"stop": False})}
 
 
 @dataclass
@@ -103,6 +109,9 @@ class Manifest:
     restart: list[dict[str, Any]] = field(default_factory=list)
     # What plan.json / `make diff` say this manifest restarts, e.g. {"kollektivkart": "rolling"}.
     restarts: dict[str, str] = field(default_factory=dict)
+    # What plan.json / `make diff` say this manifest restores: [{"backup", "restore" (auto |
+    # manual), "tool", "location" (bucket/prefix), "paths"}]. Not part of the wire format.
+    restores: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def secrets(self) -> tuple[str, ...]:

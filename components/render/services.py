@@ -444,7 +444,7 @@ def process_identity(stack: Stack, name: str) -> tuple[list[str], list[User], st
     its `user:`. Instances share one identity (`User=` set), so a StateDirectory= stays theirs."""
     svc = stack.services[name]
     user = stack.service_user(name)
-    if svc.user is None and not svc.secret_files:
+    if svc.dynamic_user:
         return ["DynamicUser=yes", f"User={user}", f"Group={user}"], [], "root"
     return [f"User={user}", f"Group={user}"], [User(user, home(user), linger=False, system=True,
                                                         purge=stack.purges(name))], user

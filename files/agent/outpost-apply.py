@@ -221,7 +221,13 @@ def check_unit(u, where):
     u.setdefault("scope", "system")
     u.setdefault("enable", True)
     u.setdefault("start", True)
-    return check_scope(u["scope"], where)
+    u.setdefault("report", False)
+    u.setdefault("stop", True)
+    problems = [f"{where}: {k} must be true or false" for k in ("enable", "start", "report", "stop")
+                if not isinstance(u[k], bool)]
+    if u["report"] and u["scope"] != "system":
+        problems.append(f"{where}: report applies to system units only")
+    return problems + check_scope(u["scope"], where)
 
 
 def check_validate(v, where, paths):
@@ -326,6 +332,13 @@ def owned_units(manifest):
             if name in shipped or template in shipped or any(f.startswith(name.rsplit(".", 1)[0] + ".") for f in shipped):
                 pairs.append((g["scope"], name))
     return list(dict.fromkeys(pairs))
+
+
+def stopped_on_removal(manifest, pairs):
+    """PAIRS without the units the manifest says never to stop (`stop: false`): a finished
+    oneshot that other units Require= (stopping it would stop them too)."""
+    kept = {(u["scope"], u["unit"]) for u in manifest.get("units", []) if u.get("stop") is False}
+    return [p for p in pairs if p not in kept]
 
 
 def stored_manifest(state):
@@ -1036,7 +1049,17 @@ class Agent:
         return {u: (blocks[i] if i < len(blocks) else {}) for i, u in enumerate(units)}
 
     def ensure_units(self, units):
-        """Enable and start units; return (number of actions, {(scope, unit) started now})."""
+        """Enable and start units; return (number of actions, {(scope, unit) started now}).
+        `report` units start first, one at a time (see start_reported)."""
+        reported = [u for u in units if u["report"]]
+        if reported:
+            actions, fresh = self.ensure_units([{**u, "start": False, "report": False} for u in reported])
+            for u in reported:
+                if u["start"] and self.start_reported(u["unit"]):
+                    fresh.add(("system", u["unit"]))
+                    actions += 1
+            more, fresh_more = self.ensure_units([u for u in units if not u["report"]])
+            return actions + more, fresh | fresh_more
         actions, fresh = 0, set()
         pairs = [(u["scope"], u["unit"]) for u in units]
         wanted = {(u["scope"], u["unit"]): u for u in units}
@@ -1059,6 +1082,31 @@ class Agent:
                 actions += len(to_start)
                 self.log(f"started {' '.join(to_start)} ({scope})")
         return actions, fresh
+
+    def start_reported(self, unit):
+        """Start a `report` unit unless it is running (or, a oneshot, has run) already; wait for
+        it (a oneshot's start returns when it has finished), print what it logged during this run
+        and raise with that when it failed. Its journal is the unit's own output: the units that
+        ask for this never log secrets. Return whether it was started now."""
+        state = self.unit_states("system", [unit])[unit]
+        if state.get("ActiveState") in RUNNING_STATES:
+            return False
+        code, output, _ = self.systemctl("system", "start", unit, check=False)
+        _, _, invocation = self.systemctl("system", "show", "--property=InvocationID", "--value", "--", unit,
+                                          check=False)
+        lines = []
+        if invocation.strip():
+            self.run(["journalctl", "--sync"], check=False)
+            _, _, journal = self.run(["journalctl", "--no-pager", "--quiet", "--output=cat",
+                                      f"_SYSTEMD_INVOCATION_ID={invocation.strip()}"], check=False)
+            lines = [line for line in journal.splitlines() if line.strip()]
+        for line in lines:
+            self.log(f"{unit}: {line}")
+        if code != 0:
+            said = " / ".join(lines[-20:]) or one_line(output)
+            raise AgentError(f"{unit} failed: {one_line(said)}")
+        self.log(f"started {unit} (system)")
+        return True
 
     def stop_units(self, pairs):
         """Stop and disable units (skipping unknown ones and dead user managers)."""
@@ -1356,7 +1404,7 @@ class Agent:
         keep = {f["path"] for f in manifest["files"]} | self.paths_of_others(name)
         dropped = [f for f in old["files"] if f["path"] not in keep]
         self.check_paths(dropped)
-        self.stop_units([p for p in owned_units(old) if p not in new_units])
+        self.stop_units(stopped_on_removal(old, [p for p in owned_units(old) if p not in new_units]))
         paths = [f["path"] for f in dropped]
         removed = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
         new_groups = {g["group"] for g in manifest["restart"]}
@@ -1476,7 +1524,7 @@ class Agent:
             keep = {f["path"] for s in others for f in s["manifest"]["files"]}
             dropped = [f for f in m["files"] if f["path"] not in keep]
             self.check_paths(dropped)  # a planted symlink is refused before anything is touched
-            self.stop_units(units)
+            self.stop_units(stopped_on_removal(m, units))
             paths = [f["path"] for f in dropped]
             count = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
             count += sum(self.forget_group(g) for g in m["restart"])

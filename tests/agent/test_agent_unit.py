@@ -106,7 +106,8 @@ def test_manifest_defaults_are_filled(oa):
                                                  "group": "root", "b64": False, "content": None}
     assert m["users"][0] == {"name": "app", "home": "/home/app", "linger": False, "system": True,
                              "shell": "/usr/sbin/nologin", "purge": False}
-    assert m["units"][0] == {"unit": "x.service", "scope": "system", "enable": True, "start": True}
+    assert m["units"][0] == {"unit": "x.service", "scope": "system", "enable": True, "start": True,
+                             "report": False, "stop": True}
     group = m["restart"][0]
     assert group["health"] == {"interval": 2, "timeout": 1, "retries": 20}
     assert group["instances"][0]["port"] == "8000"

@@ -99,6 +99,16 @@ CASES = {
     "restic backups into an expiring bucket": (
         lambda c: c["outpost:buckets"]["bus-eta-test"].update(expire_days=30),
         "Pulumi.test.yaml: outpost:backups.kollektivkart-data.bucket: bucket 'bus-eta-test' expires objects after 30 days"),
+    "backup of a dynamic user's state directory": (
+        lambda c: (c["outpost:services"].update({"notes": {"hosts": ["web1"], "process": {"exec": "/opt/notes/notes"},
+                                                           "state_directory": "notes"}}),
+                   c["outpost:backups"].update({"notes": {"host": "web1", "paths": ["/var/lib/notes/db"],
+                                                          "bucket": "bus-eta-test", "password": "restic_password"}})),
+        "Pulumi.test.yaml: outpost:backups.notes.paths: /var/lib/notes/db lies in the state directory /var/lib/notes "
+        "of service 'notes', which runs as a dynamic user (no user:)"),
+    "unknown restore mode": (
+        lambda c: c["outpost:backups"]["kollektivkart-data"].update(restore="always"),
+        "Pulumi.test.yaml: outpost:backups.kollektivkart-data.restore:"),
     "backup to a missing bucket": (
         lambda c: c["outpost:backups"]["kollektivkart-data"].update(bucket="nope"),
         "Pulumi.test.yaml: outpost:backups.kollektivkart-data.bucket: bucket 'nope' is not defined in outpost:buckets"),
@@ -141,3 +151,12 @@ def test_service_names_that_would_replace_host_units_are_refused():
     assert lines == ["Pulumi.test.yaml: outpost:services.caddy: 'caddy' would clash with the host's own units or users; pick another name"]
     lines = errors_for(lambda c: c["outpost:services"].update({"my_app": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}))
     assert len(lines) == 1 and lines[0].startswith("Pulumi.test.yaml: outpost:services.my_app: 'my_app' is not a valid service name")
+
+
+def test_backup_of_a_state_directory_is_fine_with_a_fixed_user():
+    config = copy.deepcopy(base_config())
+    config["outpost:services"]["notes"] = {"hosts": ["web1"], "user": "notes", "process": {"exec": "/opt/notes/notes"},
+                                           "state_directory": "notes"}
+    config["outpost:backups"]["notes"] = {"host": "web1", "paths": ["/var/lib/notes"], "bucket": "bus-eta-test",
+                                          "password": "restic_password"}
+    assert parse(config, "test").backups["notes"].restore == "auto"

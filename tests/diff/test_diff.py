@@ -312,3 +312,21 @@ def test_a_removed_service_says_whether_its_data_is_deleted():
     assert lines["svc-a"].endswith("its user stays, locked, with its data: a (/home/a)")
     assert lines["svc-b"].endswith("; DATA WILL BE DELETED (purge): user b and its home /home/b")
     assert lines["svc-d"] == "web1: svc-d is removed — its units stop, its files are deleted"
+
+
+def test_says_which_paths_are_restored_automatically():
+    plan = {"hosts": {"web1": {"backup-a": {"restores": [{"backup": "a", "restore": "auto", "tool": "restic",
+                                                         "location": "outpost-backups/wsgi-state",
+                                                         "paths": ["/var/lib/wsgi/files"]}]},
+                               "backup-b": {"restores": [{"backup": "b", "restore": "manual", "tool": "litestream",
+                                                         "location": "bk/b", "paths": ["/srv/a.db", "/srv/b.db"]}]},
+                               "svc-x": {}}}}
+    lines = D.restore_lines(plan)
+    assert lines == ("web1: restores automatically when missing or empty: /var/lib/wsgi/files "
+                     "(restic outpost-backups/wsgi-state)",
+                     "web1: manual restore only: /srv/a.db, /srv/b.db (litestream bk/b)")
+    diff = D.Diff(resources=(D.ResourceChange("added", "t", "n"),), files=(), units=(), restarts=(), secrets=(),
+                  restores=lines)
+    assert "Backups:\n  " + lines[0] in D.to_text(diff, "s", "main")
+    assert "- " + lines[1] in D.to_markdown(diff, "s", "main")
+    assert D.compare(D.Snapshot(), D.Snapshot(plan=plan)).restores == lines

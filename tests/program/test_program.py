@@ -236,3 +236,13 @@ def test_the_preview_says_which_removal_deletes_data():
     for stack in (s for s in STACKS if s != "local"):
         for cmd in of_type(registered(stack), COMMAND):
             assert "#" not in cmd.inputs["delete"], cmd.name
+
+
+def test_a_service_whose_data_an_auto_backup_restores_waits_for_that_backup():
+    """On a fresh host the backup's apply restores /home/kollektivkart/data before the
+    container first starts; services elsewhere don't wait."""
+    cmds = {r.name: r for r in of_type(registered("test"), COMMAND)}
+    assert cmds["web1-backup-kollektivkart-data"].urn in cmds["web1-svc-kollektivkart"].depends_on
+    backups = {r.urn for n, r in cmds.items() if "-backup-" in n}
+    waiting = sorted(n for n, r in cmds.items() if backups & set(r.depends_on))
+    assert waiting == ["web1-svc-kollektivkart"]

@@ -60,19 +60,44 @@ BACKUPS = {
                  "tool": "litestream"},
     },
 }
+# restore: auto with services whose data lies under the backups' paths: a process service with a
+# fixed user (its state directory), a rootless container (a volume under its user's home), a
+# process service outside every path, and a manual backup.
+RESTORE_SERVICES = {
+    "wsgi": {"hosts": ["vps1"], "user": "wsgi", "state_directory": "wsgi",
+             "process": {"exec": "/usr/bin/python3 /opt/wsgi/app.py"},
+             "socket": {"port": 9000, "instances": 2}},
+    "kk": {"hosts": ["vps1"], "container": {"image": "ghcr.io/kaaveland/bus-eta", "tag": "1",
+                                            "volumes": ["/home/kk/data:/data"]}},
+    "other": {"hosts": ["vps1"], "process": {"exec": "/usr/bin/sleep infinity"}, "state_directory": "other"},
+}
+RESTORE_BACKUPS = {
+    "wsgi-files": {"host": "vps1", "paths": ["/var/lib/wsgi/files"], "bucket": "backups",
+                   "password": "restic_password"},
+    "kk-data": {"host": "vps1", "paths": ["/home/kk/data"], "bucket": "backups", "password": "restic_password"},
+    "wsgi-db": {"host": "vps1", "paths": ["/var/lib/wsgi/app.db"], "bucket": "backups", "tool": "litestream"},
+    "kk-manual": {"host": "vps1", "paths": ["/home/kk/data"], "bucket": "local-minio",
+                  "password": "other_password", "restore": "manual"},
+}
+EXTRA = {"auto-restore": {"outpost:services": RESTORE_SERVICES}}
+BACKUPS["auto-restore"] = RESTORE_BACKUPS
 CASES = {case: (backups, "vps1") for case, backups in BACKUPS.items()}
 
 
 def stack_with(backups: dict, **extra):
     config = copy.deepcopy(BASE)
     config["outpost:backups"] = copy.deepcopy(backups)
-    config.update(extra)
+    config.update(copy.deepcopy(extra))
     return parse(config, "backups-test")
+
+
+def case_stack(case: str):
+    return stack_with(CASES[case][0], **EXTRA.get(case, {}))
 
 
 def manifests(case: str) -> list[Manifest]:
     backups, host = CASES[case]
-    return backup_manifests(stack_with(backups), host)
+    return backup_manifests(case_stack(case), host)
 
 
 def files(case: str) -> dict[str, object]:
@@ -171,6 +196,8 @@ def test_restic_timer_and_units():
     assert "\nOnCalendar=daily\n" in text("restic", "/etc/systemd/system/outpost-backup-nextcloud.timer")
     m = manifests("restic")[0]
     assert [u.to_json() for u in m.units] == [
+        {"unit": "outpost-restore-nextcloud.service", "scope": "system", "enable": True, "start": True,
+         "report": True, "stop": False},
         {"unit": "outpost-backup-nextcloud.timer", "scope": "system", "enable": True, "start": True},
         {"unit": "outpost-backup-nextcloud.service", "scope": "system", "enable": False, "start": False}]
     assert m.restart == [] and m.restarts == {}          # an apply never runs a backup
@@ -222,6 +249,8 @@ def test_litestream_restart_group_and_units():
     m = manifests("litestream")[0]
     assert m.name == "backup-app-db"
     assert [u.to_json() for u in m.units] == [
+        {"unit": "outpost-restore-app-db.service", "scope": "system", "enable": True, "start": True,
+         "report": True, "stop": False},
         {"unit": "outpost-litestream-app-db.service", "scope": "system", "enable": True, "start": True}]
     [group] = m.restart
     assert group["strategy"] == "restart" and group["group"] == "backup-app-db"
@@ -276,7 +305,7 @@ def test_secrets_only_as_placeholders_in_0600_root_files(case):
 def test_deterministic(case):
     first = [m.encode() for m in manifests(case)]
     reordered = dict(reversed(list(CASES[case][0].items())))
-    again = [m.encode() for m in backup_manifests(stack_with(reordered), "vps1")]
+    again = [m.encode() for m in backup_manifests(stack_with(reordered, **EXTRA.get(case, {})), "vps1")]
     assert first == again
 
 
@@ -333,3 +362,76 @@ def test_kopia_is_rejected_by_the_config_checks():
     with pytest.raises(ConfigError) as err:
         stack_with(one(tool="kopia"))
     assert "outpost:backups.x.tool: kopia is not supported yet" in str(err.value)
+
+
+# --- restore: auto ------------------------------------------------------------------------------------
+
+def by_name(case: str) -> dict[str, Manifest]:
+    return {m.name: m for m in manifests(case)}
+
+
+def test_auto_restore_unit_runs_the_script_once_per_boot_before_the_services():
+    unit = text("auto-restore", "/etc/systemd/system/outpost-restore-wsgi-files.service")
+    for line in ("Type=oneshot", "RemainAfterExit=yes", "Wants=network-online.target", "After=network-online.target",
+                 "ExecStart=/usr/local/sbin/outpost-restore-wsgi-files --auto",
+                 "ExecStartPost=/usr/bin/touch /run/outpost/restore/wsgi-files.done",
+                 "Before=wsgi@1.service wsgi@2.service", "WantedBy=multi-user.target", "ProtectSystem=full"):
+        assert line in unit.splitlines(), line
+    units = by_name("auto-restore")["backup-wsgi-files"].to_json()["units"]
+    assert units[0] == {"unit": "outpost-restore-wsgi-files.service", "scope": "system", "enable": True,
+                        "start": True, "report": True, "stop": False}
+
+
+def test_services_under_the_paths_require_the_restore():
+    dropin = text("auto-restore", "/etc/systemd/system/wsgi@.service.d/outpost-restore-wsgi-files.conf")
+    assert "Requires=outpost-restore-wsgi-files.service" in dropin.splitlines()
+    assert "After=outpost-restore-wsgi-files.service" in dropin.splitlines()
+    assert "/etc/systemd/system/wsgi@.service.d/outpost-restore-wsgi-db.conf" in files("auto-restore")
+    assert not any("other" in p for p in files("auto-restore"))       # its data is under no backup path
+    # the rootless container's unit lives in its user's manager: it waits for the marker, bounded
+    user = files("auto-restore")["/home/kk/.config/systemd/user/kk.service.d/outpost-restore-kk-data.conf"]
+    assert (user.owner, user.group, user.mode) == ("kk", "kk", "0644")
+    pre = [line for line in user.content.splitlines() if line.startswith("ExecStartPre=")]
+    assert len(pre) == 1 and "/run/outpost/restore/kk-data.done" in pre[0] and "-gt 900" in pre[0]
+    assert "$$((i+1))" in pre[0]                                       # systemd's $ escaped
+
+
+def test_backups_wait_for_the_restore():
+    for path in ("/etc/systemd/system/outpost-backup-wsgi-files.service",
+                 "/etc/systemd/system/outpost-litestream-wsgi-db.service"):
+        name = path.rsplit("-", 1)[0].split("outpost-")[-1]
+        lines = text("auto-restore", path).splitlines()
+        restore = [line for line in lines if line.startswith(("Requires=outpost-restore", "After=outpost-restore"))]
+        assert len(restore) == 2, path
+
+
+def test_restore_chowns_to_the_one_user_a_path_belongs_to():
+    ms = by_name("auto-restore")
+    assert [u.name for u in ms["backup-wsgi-files"].users] == ["wsgi"]
+    assert [u.name for u in ms["backup-kk-data"].users] == ["kk"]
+    assert all(not u.purge for m in ms.values() for u in m.users)
+    script = text("auto-restore", "/usr/local/sbin/outpost-restore-kk-data")
+    assert "        /home/kk/data) echo kk ;;" in script.splitlines()
+    assert 'chown -R -h --from="$old" "$new" -- "$1"' in script
+
+
+def test_manual_restore_renders_no_restore_unit():
+    m = by_name("auto-restore")["backup-kk-manual"]
+    assert not m.users and [u.unit for u in m.units] == ["outpost-backup-kk-manual.timer",
+                                                         "outpost-backup-kk-manual.service"]
+    assert not any("restore-kk-manual.service" in f.path or f.path.endswith("kk-manual.conf") for f in m.files)
+    assert "Requires=" not in text("auto-restore", "/etc/systemd/system/outpost-backup-kk-manual.service")
+    assert m.restores == [{"backup": "kk-manual", "restore": "manual", "tool": "restic",
+                           "location": "local-minio/kk-manual", "paths": ["/home/kk/data"]}]
+
+
+def test_restore_defaults_to_auto():
+    assert case_stack("restic").backups["nextcloud"].restore == "auto"
+    with pytest.raises(ConfigError):
+        stack_with({"x": {"host": "vps1", "paths": ["/srv"], "bucket": "backups", "password": "restic_password",
+                          "restore": "sometimes"}})
+
+
+def test_restored_services_for_the_program():
+    from components.render.restore import restored_services
+    assert restored_services(case_stack("auto-restore"), "vps1") == {"kk": ["kk-data"], "wsgi": ["wsgi-db", "wsgi-files"]}

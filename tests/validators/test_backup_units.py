@@ -64,7 +64,7 @@ def rendered(tmp_path: Path) -> dict[str, str]:
     out = {}
     for m in all_manifests():
         for f in m.files:
-            if f.path.startswith("/etc/systemd/system/"):
+            if os.path.dirname(f.path) == "/etc/systemd/system":
                 name = os.path.basename(f.path)
                 (units / name).write_text(f.content)
                 out[name] = f.content
@@ -92,6 +92,12 @@ def unit_dir(tmp_path):
                 script = tmp_path / os.path.basename(f.path)
                 script.write_text(f.content)
                 script.chmod(0o755)
+            if f.path.startswith("/usr/local/sbin/outpost-restore-"):
+                script = tmp_path / os.path.basename(f.path)
+                script.write_text(f.content)
+                script.chmod(0o755)
+    for unit in (tmp_path / "units").glob("outpost-restore-*.service"):
+        unit.write_text(unit.read_text().replace("/usr/local/sbin/", f"{tmp_path}/"))
     for unit in (tmp_path / "units").glob("outpost-litestream-*.service"):
         unit.write_text(unit.read_text().replace(LITESTREAM_INSTALLER, str(tmp_path / "litestream-install"))
                         .replace(LITESTREAM_RUNNER, str(tmp_path / "litestream-run")))
@@ -102,13 +108,15 @@ def test_systemd_analyze_verify(unit_dir):
     if not Path("/usr/bin/restic").exists():
         pytest.fail("restic is not installed (apt-get install restic; tools/setup.sh does)")
     units = sorted(str(p) for p in unit_dir.iterdir())
-    assert len(units) == 6                      # 2 restic services + timers, 2 litestream services
+    # restic: services + timers, litestream services, and a restore unit per `restore: auto` backup
+    assert len(units) == 20
     result = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
-@pytest.mark.parametrize("pattern", ["outpost-backup-*.service", "outpost-litestream-*.service"])
+@pytest.mark.parametrize("pattern", ["outpost-backup-*.service", "outpost-litestream-*.service",
+                                     "outpost-restore-*.service"])
 def test_systemd_analyze_security(unit_dir, pattern):
     for unit in sorted(unit_dir.glob(pattern)):
         result = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
@@ -172,7 +180,7 @@ def test_restic_restore_arguments(tmp_path):
         assert log.read_text() == f"{expected}\n{password}\n"
     usage = run(script, "--help")
     assert usage.returncode == 2 and usage.stderr.startswith("usage: outpost-restore-nextcloud [SNAPSHOT]")
-    assert usage.stderr.endswith("e.g. --include /var/lib/app/one-file\n")
+    assert usage.stderr.endswith("is never touched (outpost-restore-nextcloud.service)\n")
     assert run(script, "--target").returncode == 2
 
 
