@@ -68,8 +68,14 @@ def post(deployment: Deployment, ca: str, text: str) -> float:
     """Write one note; the time its 201 arrived."""
     status, body = https_get(deployment.vm.https_port, HOST, NOTES, ca, method="POST", body=text.encode(),
                              timeout=30)
-    assert status == 201, (status, body)
+    assert status == 201, (status, body, journal(deployment))
     return time.time()
+
+
+def journal(deployment: Deployment) -> str:
+    """What the app and the proxy logged lately (for a failure's message)."""
+    return deployment.admin_ssh("sudo journalctl --no-pager -o short-monotonic -n 80 -u 'wsgi@*' -u caddy",
+                                check=False, timeout=60).stdout
 
 
 def rekey(vm: VM) -> str:
