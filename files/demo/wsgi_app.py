@@ -6,6 +6,9 @@ sd_listen_fds(3)); several instances can share one port because each instance's 
 binds it with SO_REUSEPORT. Without socket activation it listens on --port (for a local try).
 
     /health     200 "ok"
+    /wsgi/notes POST: keeps the request body as a note, twice: a row in $STATE_DIRECTORY/notes.db
+                (SQLite, what litestream replicates) and a file $STATE_DIRECTORY/files/<id>.txt
+                (what restic backs up); GET: {"rows": [...], "files": [...]} as stored now
     /wsgi...    which instance answered (OUTPOST_INSTANCE, set from the unit's %i) and how many
                 requests this host's instances served (a SQLite file in $STATE_DIRECTORY)
 
@@ -21,6 +24,7 @@ import socketserver
 import sqlite3
 import sys
 import threading
+import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 SD_LISTEN_FDS_START = 3
@@ -74,11 +78,61 @@ def counter(state_dir: str | None):
     return count
 
 
-def make_app(instance: str, count):
+class Notes:
+    """The demo's data: notes in $STATE_DIRECTORY/notes.db and as files in $STATE_DIRECTORY/files/."""
+
+    MAX = 4096
+
+    def __init__(self, state_dir: str):
+        self.db_path = os.path.join(state_dir, "notes.db")
+        self.files = os.path.join(state_dir, "files")
+        os.makedirs(self.files, exist_ok=True)
+        with sqlite3.connect(self.db_path, timeout=10) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL, "
+                       "at REAL NOT NULL)")
+
+    def add(self, text: str) -> dict:
+        with sqlite3.connect(self.db_path, timeout=10) as db:
+            row = db.execute("INSERT INTO notes (text, at) VALUES (?, ?) RETURNING id, at", (text, time.time())).fetchone()
+        temporary = os.path.join(self.files, f".{row[0]}.txt.tmp")
+        with open(temporary, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, os.path.join(self.files, f"{row[0]}.txt"))
+        return {"id": row[0], "at": row[1]}
+
+    def listing(self) -> dict:
+        with sqlite3.connect(self.db_path, timeout=10) as db:
+            rows = [{"id": i, "text": t, "at": a} for i, t, a in db.execute("SELECT id, text, at FROM notes ORDER BY id")]
+        files = {}
+        for name in sorted(os.listdir(self.files)):
+            if name.endswith(".txt") and not name.startswith("."):
+                with open(os.path.join(self.files, name), encoding="utf-8") as f:
+                    files[name] = f.read()
+        return {"rows": rows, "files": files}
+
+
+def notes_answer(notes: "Notes | None", environ) -> tuple[bytes, str]:
+    if notes is None:
+        return b"no state directory\n", "404 Not Found"
+    if environ.get("REQUEST_METHOD") == "POST":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if not 0 < length <= Notes.MAX:
+            return b"a note is 1 to 4096 bytes\n", "400 Bad Request"
+        text = environ["wsgi.input"].read(length).decode("utf-8", errors="replace")
+        return (json.dumps(notes.add(text)) + "\n").encode(), "201 Created"
+    return (json.dumps(notes.listing(), sort_keys=True) + "\n").encode(), "200 OK"
+
+
+def make_app(instance: str, count, notes: "Notes | None" = None):
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/health":
             body, status = b"ok\n", "200 OK"
+        elif path == "/wsgi/notes":
+            body, status = notes_answer(notes, environ)
         elif path.startswith("/wsgi"):
             doc = {"instance": instance, "pid": os.getpid(), "path": path}
             total = count(instance) if count else None
@@ -87,7 +141,8 @@ def make_app(instance: str, count):
             body, status = (json.dumps(doc, sort_keys=True) + "\n").encode(), "200 OK"
         else:
             body, status = b"not found\n", "404 Not Found"
-        start_response(status, [("Content-Type", "text/plain" if path == "/health" else "application/json"),
+        json_body = body.startswith((b"{", b"["))
+        start_response(status, [("Content-Type", "application/json" if json_body else "text/plain"),
                                 ("Content-Length", str(len(body)))])
         return [body]
     return app
@@ -98,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9000, help="without socket activation")
     args = parser.parse_args(argv)
     instance = os.environ.get("OUTPOST_INSTANCE") or str(os.getpid())
-    server = Server(listening_socket(args.port), make_app(instance, counter(os.environ.get("STATE_DIRECTORY"))))
+    state_dir = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or None
+    app = make_app(instance, counter(state_dir), Notes(state_dir) if state_dir else None)
+    server = Server(listening_socket(args.port), app)
 
     def stop(signum, frame):  # finish the request in flight; systemd keeps the socket open
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -1,5 +1,7 @@
 """End-to-end fixtures: one local VM per session, the program run under (realistic) mocks with the
-VM's address, ports and keys, and an engine that executes its Commands over real SSH.
+VM's address, ports and keys, and an engine that executes its Commands over real SSH. The VM
+reaches an S3 server on the host for the stack's backups (tests/e2e/backing.py), since a backup
+that restores automatically reads its repository on the first apply.
 
 Every scenario's wall time goes into the report (tests/e2e/report.py) at the end of the session.
 """
@@ -17,6 +19,7 @@ import yaml
 from components.program import Registered, run_program, stack_config
 from tests.conftest import ROOT
 from tests.e2e import report
+from tests.e2e.backing import S3, place_litestream, s3_server
 from tests.e2e.engine import Engine
 from tests.e2e.report import record
 from tests.e2e.realistic import RealisticMocks
@@ -31,10 +34,17 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def vm(tmp_path_factory):
+def s3() -> S3:
+    with s3_server(DEMO_SECRETS["s3_key_id"], DEMO_SECRETS["s3_secret"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def vm(s3, tmp_path_factory):
     started = time.monotonic()
-    machine = VM.start(state_dir=tmp_path_factory.mktemp("vm"))
+    machine = VM.start(state_dir=tmp_path_factory.mktemp("vm"), guestfwd_port=s3.port)
     record("boot VM to SSH", time.monotonic() - started, machine.info.get("accel", ""))
+    place_litestream(machine)
     yield machine
     machine.stop()
 

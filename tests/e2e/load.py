@@ -25,7 +25,8 @@ class LoadResult:
         return self.sent - self.ok
 
 
-def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 30.0) -> tuple[int, str]:
+def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 30.0,
+              method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
     """One request through the proxy as a browser would send it (SNI and Host = HOST), verified
     against the stack's CA."""
     context = ssl.create_default_context(cafile=ca_file)
@@ -33,7 +34,7 @@ def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 30
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.sock = context.wrap_socket(raw, server_hostname=host)
-        conn.request("GET", path, headers={"Host": host})
+        conn.request(method, path, body=body, headers={"Host": host})
         response = conn.getresponse()
         return response.status, response.read().decode(errors="replace")
     finally:
@@ -72,7 +73,7 @@ class Load:
                     conn = http.client.HTTPConnection(host, port, timeout=30)
                     conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 30),
                                                     server_hostname=host)
-                conn.request("GET", path, headers={"Host": host})
+                conn.request(method, path, body=body, headers={"Host": host})
                 response = conn.getresponse()
                 body = response.read().decode(errors="replace")
                 outcome = "ok" if response.status == 200 else f"HTTP {response.status}"
