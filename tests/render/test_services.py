@@ -235,7 +235,10 @@ def test_local_socket_service():
             "WantedBy=sockets.target"} <= set(sock)
     svc = lines(files["/etc/systemd/system/wsgi@.service"].content)
     assert "ExecStart=/usr/bin/python3 /opt/wsgi-demo/app.py" in svc
-    assert {"DynamicUser=yes", "User=wsgi", "StateDirectory=wsgi", "Type=exec"} <= set(svc)
+    # A fixed user (services.wsgi.user), not a DynamicUser: litestream replicates its notes.db as
+    # the owner of /var/lib/wsgi, which a DynamicUser's /var/lib/private/wsgi would hide.
+    assert {"User=wsgi", "StateDirectory=wsgi", "Type=exec"} <= set(svc) and "DynamicUser=yes" not in svc
+    assert [u.name for u in m.users] == ["wsgi"]
     assert set(HARDENING) <= set(svc) and "ProtectHome=yes" in svc
     assert "[Install]" not in svc                  # activated by its socket only
     assert [u.unit for u in m.units] == [f"wsgi@{i}.socket" for i in range(1, 5)]
