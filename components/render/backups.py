@@ -415,6 +415,19 @@ chown_restored() {{
     fi
 }}
 auto() {{
+    # Paths that hold data never need the repository: a healthy host boots even while the
+    # bucket is unreachable (the restore unit runs on every boot and the services require it).
+    wanted=
+    for path in {paths}; do
+        check_no_symlink "$path"
+        if is_empty "$path"; then wanted=1; fi
+    done
+    if [ -z "$wanted" ]; then
+        for path in {paths}; do
+            echo "skipped $path: not empty" >&2
+        done
+        return 0
+    fi
     code=0
     probe=
     out=$(with_env {restic} cat config 2>&1 >/dev/null) || code=$?

@@ -195,3 +195,20 @@ def test_refuses_a_path_reached_through_a_symlink(tmp_path, s3):
     assert result.returncode != 0
     assert "a symlink on the way" in result.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_paths_with_data_never_need_the_repository(tmp_path, s3):
+    """The unit runs on every boot and the services require it: a healthy host must come up while
+    the bucket is unreachable (here: a port nothing listens on)."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    repo = Repo(tmp_path, closed, "unreachable")
+    for path in repo.paths:
+        path.mkdir(parents=True)
+        (path / "kept").write_text("data")
+    result = repo.auto()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"skipped {p}: not empty" for p in repo.paths]
+    repo.paths[1].joinpath("kept").unlink()
+    result = repo.auto()                      # one empty path: now the repository is needed
+    assert result.returncode != 0 and "cannot read the repository" in result.stderr
+    no_secret(result)
