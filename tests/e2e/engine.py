@@ -57,6 +57,7 @@ class Step:
     op: str            # create | update | delete | replace
     seconds: float
     stdout: str
+    stderr: str = ""   # the agent's progress lines (the command provider's `stderr` output)
 
 
 @dataclass
@@ -96,7 +97,8 @@ class Engine:
                     break
                 time.sleep(1)
         stdout = result.stdout.decode(errors="replace")
-        self.log.append(Step(name, op, round(time.monotonic() - started, 2), stdout.strip()))
+        self.log.append(Step(name, op, round(time.monotonic() - started, 2), stdout.strip(),
+                             result.stderr.decode(errors="replace").strip()))
         if result.returncode != 0:
             raise CommandFailed(name, op, result)
         return stdout
