@@ -299,3 +299,64 @@ def test_remove_stops_and_removes(vm):
     assert sh(vm, "find /etc/outpost/backup /usr/local/sbin /usr/local/lib/outpost -type f | sort") \
         == f"{LITESTREAM}\n{AGENT}\n"
     assert sh(vm, "pgrep -x litestream", check=False) == ""
+
+
+# --- restore: auto, when the repository can't be read ------------------------------------------------
+
+GUARDED_BUCKET = "e2e-not-yet"      # not created until the end: a missing bucket, then a fixed one
+
+
+def guarded_manifests(vm) -> dict:
+    """A process service whose state directory a `restore: auto` restic backup covers."""
+    from components.render import render_host
+    config = {
+        "outpost:admin": {"user": "admin", "ssh_keys": [vm.public_key], "private_key": "deploy_key"},
+        "outpost:hosts": {"vm": {"provider": "static", "address": "127.0.0.1", "port": vm.ssh_port,
+                                 "host_key": vm.host_key}},
+        "outpost:buckets": {GUARDED_BUCKET: {"endpoint": "http://127.0.0.1:9000",
+                                             "credentials": {"access_key": "s3_key_id", "secret_key": "s3_secret"}}},
+        "outpost:services": {"guarded": {"hosts": ["vm"], "user": "e2eguard", "state_directory": "guarded",
+                                         "process": {"exec": "/usr/bin/sleep infinity"}}},
+        "outpost:backups": {"guarded": {"host": "vm", "paths": ["/var/lib/guarded"], "bucket": GUARDED_BUCKET,
+                                        "tool": "restic", "password": "restic_password"}},
+        "outpost:secrets": {name: None for name in ("deploy_key", *SECRETS)},
+    }
+    return {m.name: m for m in render_host(parse(config, "e2e"), "vm")}
+
+
+def agent(vm, op: str, manifest) -> subprocess.CompletedProcess:
+    return vm.ssh(f"python3 {AGENT} {op} {shlex.quote(manifest.name)} {manifest.digest()}",
+                  input=manifest.encode(SECRETS).encode() if op == "apply" else None, check=False, timeout=600)
+
+
+def test_an_unreadable_repository_keeps_the_service_and_the_first_backup_from_starting(vm, moto):
+    manifests = guarded_manifests(vm)
+    backup, service = manifests["backup-guarded"], manifests["svc-guarded"]
+
+    failed = agent(vm, "apply", backup)
+    said = (failed.stdout + failed.stderr).decode(errors="replace")
+    assert failed.returncode != 0, said
+    assert "outpost-restore-guarded.service failed" in said and "bucket does not exist" in said, said
+    assert not any(secret in said for secret in SECRETS.values())
+    assert sh(vm, "systemctl is-failed outpost-restore-guarded.service", check=False).strip() == "failed"
+
+    # The service's own apply can't start it: it Requires= the failed restore.
+    refused = agent(vm, "apply", service)
+    assert refused.returncode != 0, refused.stdout.decode()
+    assert sh(vm, "systemctl is-active guarded.service", check=False).strip() != "active"
+    assert sh(vm, "test -e /var/lib/guarded && echo exists || echo missing").strip() == "missing"
+    # Nor can the first backup run (it would snapshot the empty path over the real one).
+    assert vm.ssh("systemctl start outpost-backup-guarded.service", check=False, timeout=300).returncode != 0
+    assert unit_property(vm, "outpost-backup-guarded.service", "ExecMainStartTimestampMonotonic") == "0"
+
+    # Once the bucket exists, the next applies converge: nothing to restore, the service runs.
+    moto[1].create_bucket(Bucket=GUARDED_BUCKET)
+    fixed = agent(vm, "apply", backup)
+    said = (fixed.stdout + fixed.stderr).decode(errors="replace")
+    assert fixed.returncode == 0, said
+    assert "nothing to restore for /var/lib/guarded" in said, said
+    assert agent(vm, "apply", service).returncode == 0
+    wait_for(lambda: sh(vm, "systemctl is-active guarded.service", check=False).strip() == "active",
+             "the guarded service runs", 120, 2)
+    for name, op in (("svc-guarded", "remove"), ("backup-guarded", "remove")):
+        assert agent(vm, op, manifests[name]).returncode == 0
