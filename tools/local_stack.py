@@ -10,6 +10,9 @@ Everything machine-specific stays under .vm/, never in the repository's files:
   handed to the CLI as PULUMI_CONFIG_PASSPHRASE_FILE;
 - the demo's generated secrets: made once, kept encrypted in that config.
 The VM's host key and the deploy key come from the VM (tools/vm.py); the key goes in on stdin only.
+The demo's bucket lives in moto's S3 server, started here on the address of the bucket's `endpoint`
+(127.0.0.1:9000; in memory, pid in .vm/s3.pid, log in .vm/s3.log) and stopped by `make down`; the
+VM reaches it as the bucket's `host_endpoint` through qemu's guest forward.
 Failures end in one paragraph on stderr and exit status 1, never a traceback.
 """
 
@@ -23,8 +26,12 @@ import secrets
 import shutil
 import subprocess
 import sys
+import socket
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -135,13 +142,83 @@ def pin_vm(state: Path) -> None:
            stdin=Path(info["private_key_path"]).read_text())
 
 
+def s3_port() -> int:
+    """The port of the local stack's bucket endpoint, which must be on 127.0.0.1."""
+    buckets = yaml.safe_load((ROOT / f"Pulumi.{STACK}.yaml").read_text())["config"].get("outpost:buckets") or {}
+    ports = set()
+    for name, bucket in buckets.items():
+        parts = urlsplit(bucket["endpoint"])
+        if parts.hostname != "127.0.0.1" or not parts.port:
+            raise Failed(f"Pulumi.{STACK}.yaml: outpost:buckets.{name}.endpoint must be http://127.0.0.1:PORT "
+                         "(make up serves the demo's buckets there)")
+        ports.add(parts.port)
+    if len(ports) != 1:
+        raise Failed(f"Pulumi.{STACK}.yaml: the demo's buckets need one endpoint, not {sorted(ports)}")
+    return ports.pop()
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    """The pid in PIDFILE while that process runs (an exited one not yet reaped counts as gone)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state in ("Z", "X") else pid
+
+
+def start_s3(state: Path, port: int, timeout: float = 60) -> None:
+    """moto's S3 server on 127.0.0.1:PORT unless the one started before still runs."""
+    pidfile = state / "s3.pid"
+    if _pid_alive(pidfile):
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise Failed(f"127.0.0.1:{port} is taken: the local stack's bucket endpoint needs it for its S3 "
+                         "server (stop what listens there, or change the endpoint and host_endpoint's port)") from None
+    moto = Path(sys.executable).parent / "moto_server"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with open(state / "s3.log", "ab") as log:
+        server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, env=env, start_new_session=True)
+    pidfile.write_text(f"{server.pid}\n")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_s3(state)
+            raise Failed(f"the demo's S3 server did not answer on 127.0.0.1:{port} (see {state / 's3.log'})")
+        time.sleep(0.3)
+
+
+def stop_s3(state: Path, timeout: float = 15) -> None:
+    pidfile = state / "s3.pid"
+    pid = _pid_alive(pidfile)
+    if pid:
+        os.kill(pid, 15)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pidfile) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(pidfile):
+            os.kill(pid, 9)
+    pidfile.unlink(missing_ok=True)
+
+
 def up(state: Path = STATE) -> None:
     if not (ROOT / ".engine" / "bin" / "pulumi").exists():
         raise Failed("no Pulumi CLI in .engine/bin: run `make engine` and read what it says")
     prepare(state)
     engine_complete()
+    port = s3_port()
+    start_s3(state, port)
     vm = subprocess.run([sys.executable, str(ROOT / "tools" / "vm.py"), "start", "--state-dir", str(state),
-                         *VM_PORTS], cwd=ROOT)
+                         *VM_PORTS, "--guestfwd-port", str(port)], cwd=ROOT)
     if vm.returncode != 0:
         raise Failed("the local VM did not start (tools/vm.py said why above)")
     pin_vm(state)
@@ -154,6 +231,7 @@ def down(state: Path = STATE) -> None:
         engine_complete()
         pulumi(["destroy", "--yes", "--skip-preview"], state, capture=False)
     subprocess.run([sys.executable, str(ROOT / "tools" / "vm.py"), "stop", "--state-dir", str(state)], cwd=ROOT)
+    stop_s3(state)
 
 
 def main(argv: list[str] | None = None) -> int:

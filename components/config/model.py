@@ -360,6 +360,9 @@ class BucketCredentials(Strict):
 
 class Bucket(Strict):
     endpoint: Annotated[str, _matching(ENDPOINT_RE, "a URL like https://hel1.your-objectstorage.com (http or https, a host, an optional port and path; no spaces or quotes)")]
+    # Where the hosts reach the same bucket when that differs from where the deploying machine
+    # does (a MinIO on a private network; the local VM's guest forward); default: `endpoint`.
+    host_endpoint: Annotated[str, _matching(ENDPOINT_RE, "a URL like http://10.0.0.5:9000 (http or https, a host, an optional port and path; no spaces or quotes)")] | None = None
     region: Annotated[str, _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "a region name like hel1, fr-par or us-east-1")] = "us-east-1"
     versioning: bool = False
     object_lock_days: int | None = Field(default=None, ge=1)

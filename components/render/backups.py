@@ -152,7 +152,8 @@ def specifiers(path: str) -> str:
 
 
 def endpoint_of(bucket: Bucket, what: str) -> str:
-    return single_line(bucket.endpoint, what).rstrip("/")
+    """Where the host reaches the bucket: `host_endpoint` when set, else `endpoint`."""
+    return single_line(bucket.host_endpoint or bucket.endpoint, what).rstrip("/")
 
 
 def ping_url(backup: Backup, name: str) -> str | None:

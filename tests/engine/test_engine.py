@@ -145,3 +145,31 @@ def test_makefile_reads_the_same_versions_file(line):
     out = subprocess.run(["make", "-s", "-f", "-", "show"], cwd=ROOT, capture_output=True, text=True,
                          input=f"include tools/engine/versions.env\nshow:\n\t@echo $({line})\n")
     assert out.stdout.strip() == VERSIONS[line]
+
+
+def test_make_up_serves_the_demo_bucket_and_make_down_stops_it(tmp_path):
+    """make up's S3 server: on the port of the local stack's bucket endpoint (which the VM reaches
+    through its guest forward as host_endpoint), started once, stopped by make down."""
+    import socket
+    import boto3
+    import yaml
+    buckets = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]["outpost:buckets"]
+    assert local_stack.s3_port() == 9000
+    assert {b["host_endpoint"] for b in buckets.values()} == {"http://10.0.2.100:9000"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        local_stack.start_s3(tmp_path, port)
+        pid = (tmp_path / "s3.pid").read_text()
+        local_stack.start_s3(tmp_path, port)              # a second make up keeps it
+        assert (tmp_path / "s3.pid").read_text() == pid
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                              aws_access_key_id="demo", aws_secret_access_key="demo")
+        client.create_bucket(Bucket="outpost-backups")
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["outpost-backups"]
+    finally:
+        local_stack.stop_s3(tmp_path)
+    assert not (tmp_path / "s3.pid").exists()
+    reaped, _ = os.waitpid(int(pid), os.WNOHANG)      # it exited (our child here; make up's is init's)
+    assert reaped == int(pid)

@@ -435,3 +435,20 @@ def test_restore_defaults_to_auto():
 def test_restored_services_for_the_program():
     from components.render.restore import restored_services
     assert restored_services(case_stack("auto-restore"), "vps1") == {"kk": ["kk-data"], "wsgi": ["wsgi-db", "wsgi-files"]}
+
+
+def test_hosts_reach_the_bucket_at_host_endpoint_when_it_is_set():
+    """The deploying machine creates the bucket at `endpoint`; restic and litestream on the host use
+    `host_endpoint` (a private address, the local VM's guest forward)."""
+    config = copy.deepcopy(BASE)
+    config["outpost:buckets"]["local-minio"].update(endpoint="http://127.0.0.1:9000",
+                                                    host_endpoint="http://10.0.2.100:9000/")
+    config["outpost:backups"] = {
+        "files": {"host": "vps1", "paths": ["/srv/files"], "bucket": "local-minio", "password": "restic_password"},
+        "db": {"host": "vps1", "paths": ["/srv/app/app.db"], "bucket": "local-minio", "tool": "litestream"},
+    }
+    stack = parse(config, "host-endpoint")
+    files = {f.path: f.content for m in backup_manifests(stack, "vps1") for f in m.files}
+    assert '\nRESTIC_REPOSITORY="s3:http://10.0.2.100:9000/local-minio/files"\n' in files["/etc/outpost/backup/files.env"]
+    assert "      endpoint: 'http://10.0.2.100:9000'\n" in files["/etc/outpost/backup/db.litestream.yml"]
+    assert "127.0.0.1" not in "".join(str(c) for c in files.values())
