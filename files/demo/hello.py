@@ -15,13 +15,18 @@ import http.server
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 
 STARTED = time.time()
 STOPPING = threading.Event()
-INFLIGHT = [0]                    # requests being answered right now
+# Under INFLIGHT_LOCK: the responses being written right now, whether a response may still start
+# (CLOSED[0] False), and the open client connections (idle keep-alive ones included).
+INFLIGHT = [0]
+CLOSED = [False]
+CONNECTIONS: set[socket.socket] = set()
 INFLIGHT_LOCK = threading.Lock()
 DRAIN_SECONDS = 20
 
@@ -45,8 +50,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "outpost-hello"
 
+    def setup(self) -> None:
+        super().setup()
+        with INFLIGHT_LOCK:
+            CONNECTIONS.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with INFLIGHT_LOCK:
+                CONNECTIONS.discard(self.connection)
+
     def do_GET(self) -> None:
         with INFLIGHT_LOCK:
+            if CLOSED[0]:
+                # The process is exiting: write nothing, so that the client (the proxy) sees the
+                # connection close before any byte of a response and retries the request elsewhere.
+                self.close_connection = True
+                return
             INFLIGHT[0] += 1
         try:
             self.route()
@@ -83,6 +105,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
 
+def close_when_idle(deadline: float) -> int:
+    """Wait (until DEADLINE) for no response to be half-written, then, in one step under the lock,
+    forbid new responses and shut every open connection; return the responses still in flight.
+
+    A proxy keeps idle keep-alive connections to this server and may send a request on one at
+    any moment until the process is gone. Checking "nothing in flight" and then exiting is a
+    race: a request read just after the check gets its headers written and its body cut when the
+    interpreter stops the (daemon) handler thread, and a proxy cannot retry a response it has
+    started to pass on. After this returns, a request either got its whole response or none."""
+    while True:
+        with INFLIGHT_LOCK:
+            if not INFLIGHT[0] or time.monotonic() >= deadline:
+                CLOSED[0] = True
+                for conn in CONNECTIONS:
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return INFLIGHT[0]
+        time.sleep(0.05)
+
+
 def serve(port: int) -> int:
     server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
     server.daemon_threads = True
@@ -98,10 +142,8 @@ def serve(port: int) -> int:
     server.server_close()
     # Handler threads are daemons (idle keep-alive connections must not hold the exit up), so
     # wait here until no response is half-written: exiting mid-response truncates it.
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while INFLIGHT[0] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    print("hello: stopped", flush=True)
+    left = close_when_idle(time.monotonic() + DRAIN_SECONDS)
+    print("hello: stopped" + (f" ({left} responses cut after {DRAIN_SECONDS}s)" if left else ""), flush=True)
     return 0
 
 
