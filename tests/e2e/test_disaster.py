@@ -132,7 +132,9 @@ def test_a_burnt_host_comes_back_with_its_data(s3, tmp_path_factory):
         deployment.up()
         record("drill: first deploy", time.monotonic() - started)
         ca = deployment.ca_file()
-        wait_for(lambda: listing(deployment, ca), "the notes answer", 180)
+        # Warm up: the four socket-activated instances start on their first connections (seconds
+        # each under TCG) while Caddy's active health checks run; writes begin once reads pass in a row.
+        wait_for(lambda: all(listing(deployment, ca) for _ in range(8)), "the notes answer 8 times in a row", 300)
 
         # --- 2. data, a backup, more data ---------------------------------------------------------
         before = [f"before-backup-{i}" for i in range(5)]
