@@ -387,7 +387,10 @@ check_no_symlink() {{
 # not exist"; older ones (Debian 12: 0.14) exit 1 and name the missing config object. Either way,
 # with a region set an S3 HEAD of the config object can't tell a missing bucket from a missing
 # object (a 404 has no body): `bucket_missing` asks again without the region, which makes restic's
-# S3 client look the bucket up first, and only a bucket positively reported missing fails.
+# S3 client look the bucket up first, and only a bucket positively reported missing fails. restic
+# retries what it takes for transient errors (a missing bucket, an endpoint down) for up to 15
+# minutes: both questions are bounded (`timeout`), so a first apply fails in minutes, not a quarter
+# hour; the restore itself is not (it may be large).
 RESTIC_AUTO = AUTO_COMMON + """\
 no_repository() {{
     [ "$1" -eq 10 ] && return 0
@@ -395,7 +398,8 @@ no_repository() {{
         && printf '%s' "$2" | grep -q 'The specified key does not exist'
 }}
 bucket_missing() {{
-    probe=$(with_env /usr/bin/env -u AWS_DEFAULT_REGION {restic} cat config 2>&1 >/dev/null) && return 1
+    probe=$(with_env /usr/bin/timeout 30 /usr/bin/env -u AWS_DEFAULT_REGION {restic} cat config 2>&1 >/dev/null) \
+        && return 1
     printf '%s' "$probe" | grep -qi 'bucket does not exist'
 }}
 newest() {{
@@ -431,7 +435,12 @@ auto() {{
     fi
     code=0
     probe=
-    out=$(with_env {restic} cat config 2>&1 >/dev/null) || code=$?
+    out=$(with_env /usr/bin/timeout 120 {restic} cat config 2>&1 >/dev/null) || code=$?
+    if [ "$code" -eq 124 ]; then
+        printf '%s\n' "$out" >&2
+        echo "{script}: the repository did not answer within 120 s" >&2
+        exit 1
+    fi
     if [ "$code" -ne 0 ]; then
         if no_repository "$code" "$out" && ! bucket_missing; then
             for path in {paths}; do
