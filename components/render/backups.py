@@ -497,7 +497,8 @@ def restic_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
     # backup that is running; only the timer starts it. The restore runs first (report).
     units = [*restore_units, Unit(timer_unit), Unit(service, enable=False, start=False)]
     return Manifest(name=f"backup-{name}", packages=["restic", "curl", "ca-certificates", "python3"],
-                    users=users, files=sorted(files + restore_files, key=lambda f: f.path), units=units)
+                    users=users, files=sorted(files + restore_files, key=lambda f: f.path), units=units,
+                    scratch=[f"/var/cache/{CACHE_PREFIX}{name}"])
 
 
 # --- litestream ---------------------------------------------------------------------------------------
@@ -795,7 +796,7 @@ def litestream_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:
              "health": {"interval": 1, "timeout": 1, "retries": 10}}
     return Manifest(name=f"backup-{name}", packages=["curl", "ca-certificates", "python3"], users=users,
                     files=sorted(files + restore_files, key=lambda f: f.path), units=[*restore_units, Unit(service)],
-                    restart=[group], restarts={f"backup-{name}": "restart"})
+                    restart=[group], restarts={f"backup-{name}": "restart"}, scratch=[LITESTREAM_DIR])
 
 
 # --- the manifests ----------------------------------------------------------------------------------

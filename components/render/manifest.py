@@ -107,6 +107,9 @@ class Manifest:
     units: list[Unit] = field(default_factory=list)
     validate: list[dict[str, Any]] = field(default_factory=list)
     restart: list[dict[str, Any]] = field(default_factory=list)
+    # What the manifest's own programs create on the host (a fetched binary, a cache), under
+    # /usr/local/lib/outpost/ or /var/cache/outpost-*: removed with the last manifest listing it.
+    scratch: list[str] = field(default_factory=list)
     # What plan.json / `make diff` say this manifest restarts, e.g. {"kollektivkart": "rolling"}.
     restarts: dict[str, str] = field(default_factory=dict)
     # What plan.json / `make diff` say this manifest restores: [{"backup", "restore" (auto |
@@ -128,6 +131,7 @@ class Manifest:
             "units": [u.to_json() for u in self.units],
             "validate": self.validate,
             "restart": self.restart,
+            **({"scratch": sorted(set(self.scratch))} if self.scratch else {}),
         }
 
     def encode(self, secrets: dict[str, str] | None = None) -> str:

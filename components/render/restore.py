@@ -17,9 +17,11 @@ Pure, like the rest of the render layer. `backups.py` adds these to the `backup-
 * `<home>/.config/systemd/user/<unit>.d/outpost-restore-<name>.conf` — a rootless container's
   units live in its user's manager, which cannot depend on system units: an `ExecStartPre=` waits
   (bounded, WAIT_SECONDS) for the marker the restore unit writes.
-* The users of those services (purge always off): the restore chowns what it restored to the one
-  service user the path belongs to (restic restores numeric ids; a fresh host may have given the
-  user another uid), so the user must exist before the service's own manifest creates it.
+* The users of those services, as their own manifests declare them: the restore chowns what it
+  restored to the one service user the path belongs to (restic restores numeric ids; a fresh host
+  may have given the user another uid), so the user must exist before the service's own manifest
+  creates it. Their `purge` is the service's: the agent retires a user only once no manifest
+  lists it, so removing the backup never purges a user a service still has.
 
 `restored_services(stack, host)` tells the resource layer which `svc-<name>` Commands must wait
 for which `backup-<name>` Commands on the first apply.
@@ -28,7 +30,6 @@ for which `backup-<name>` Commands on the first apply.
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
 
 from ..config.model import Backup, Stack
 from .manifest import File, Unit, User
@@ -118,14 +119,14 @@ def owners(stack: Stack, name: str) -> list[tuple[str, str]]:
 
 
 def owner_users(stack: Stack, name: str) -> list[User]:
-    """The accounts the restore chowns to, as the services' own manifests declare them."""
+    """The accounts the restore chowns to, exactly as the services' own manifests declare them."""
     wanted = {u for _, u in owners(stack, name)}
     host = stack.backups[name].host
     found: dict[str, User] = {}
     for svc in sorted(stack.services_on(host)):
         for user in service_manifest(stack, host, svc).users:
             if user.name in wanted:
-                found.setdefault(user.name, replace(user, purge=False))
+                found.setdefault(user.name, user)
     return [found[u] for u in sorted(found)]
 
 
@@ -214,7 +215,3 @@ def restore_parts(stack: Stack, name: str, backup: Backup, exec_start: list[str]
     return ([unit, *dropins(stack, name)], [Unit(restore_unit_name(name), report=True, stop=False)],
             owner_users(stack, name))
 
-
-def chown_lines(stack: Stack, name: str) -> str:
-    """`owner PATH USER` shell calls for the restore script (empty when no path has one owner)."""
-    return "".join(f"    owner {shlex.quote(p)} {shlex.quote(u)}\n" for p, u in owners(stack, name))

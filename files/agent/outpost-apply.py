@@ -47,6 +47,7 @@ import re
 import secrets
 import select
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -89,6 +90,9 @@ APT_LOCK_WAIT = 300       # another apt (unattended-upgrades after boot) holds d
 UNTOUCHED = "no dir, file or unit was changed; the next apply retries"
 HIDDEN = "<secret hidden>"  # what the agent prints where a secret value stood
 SECRET_PIECE = 8          # a multi-line secret's lines this long are hidden on their own too
+# Where a manifest's `scratch` may point: what its own programs create on the host (a fetched
+# binary, a cache), deleted with the last manifest that lists it.
+SCRATCH_ROOTS = ("/usr/local/lib/outpost/", "/var/cache/outpost-")
 
 
 class AgentError(Exception):
@@ -127,7 +131,7 @@ def load_manifest(text, name):
         raise AgentError("the manifest on stdin must be a JSON object")
     problems = []
     keys = ("format", "name", "packages", "users", "dirs", "files", "units", "validate", "restart",
-            "secret_values")
+            "secret_values", "scratch")
     problems += [f"unknown key {k!r}" for k in sorted(set(m) - set(keys))]
     if m.get("format") != 1:
         problems.append(f"format must be 1, not {m.get('format')!r}")
@@ -141,6 +145,9 @@ def load_manifest(text, name):
     if not all(isinstance(v, str) for v in m["secret_values"]):
         problems.append("secret_values must be a list of strings")
         m["secret_values"] = []
+    for p in m["scratch"]:
+        if not (isinstance(p, str) and p == os.path.normpath(p) and p.startswith(SCRATCH_ROOTS)):
+            problems.append(f"scratch: {p!r} must be a normalized path under {' or '.join(SCRATCH_ROOTS)}")
     for p in m["packages"]:
         if not (isinstance(p, str) and PACKAGE_RE.match(p)):
             problems.append(f"packages: {p!r} is not a Debian package name")
@@ -895,6 +902,23 @@ class Agent:
         self.log(f"removed {host_path}")
         return True
 
+    def remove_tree(self, host_path):
+        """Delete host_path and everything below it (a manifest's scratch), relative to its
+        root-owned parent's fd; shutil.rmtree's fd-based walk never follows a symlink. True when
+        something was removed."""
+        d, name, st = self.entry(host_path)
+        if d is None:
+            return False
+        with d:
+            if st is None:
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=d.fd)
+            else:
+                os.unlink(name, dir_fd=d.fd)
+        self.log(f"removed {host_path} (scratch)")
+        return True
+
     def remove_empty_dirs(self, dirs):
         """rmdir each dir that is empty, deepest first (relative to its parent's fd); return
         those removed or already gone."""
@@ -1527,6 +1551,8 @@ class Agent:
             self.stop_units(stopped_on_removal(m, units))
             paths = [f["path"] for f in dropped]
             count = sum(self.remove_file(f["path"], f.get("owner")) for f in dropped)
+            still = {p for s in others for p in s["manifest"].get("scratch", [])}
+            count += sum(self.remove_tree(p) for p in m.get("scratch", []) if p not in still)
             count += sum(self.forget_group(g) for g in m["restart"])
             self.daemon_reload(paths, wait=False)
             self.reload_host_units(m, units, paths)
