@@ -9,7 +9,9 @@ Installed by the base setup at /usr/local/lib/outpost/outpost-apply.py and run a
                                                       of NAME had and this one drops; run the
                                                       restart plan; print one summary line
     outpost-apply remove NAME TOKEN                  undo what manifest NAME set up, unless a
-                                                      successor (other TOKEN) owns it; its users
+                                                      successor (other TOKEN) owns it: the files
+                                                      its apply overwrote get their originals
+                                                      back (kept in originals/); its users
                                                       stay, locked, with their data unless the
                                                       manifest says purge
     outpost-apply restart NAME                       run stored manifest NAME's restart plan now
