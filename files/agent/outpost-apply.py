@@ -1748,6 +1748,9 @@ class Agent:
         be unlinked while held: it only serializes agents that still have work here."""
         self.remove_file(f"{STATE_DIR}/lock")
         self.remove_empty_dirs([f"{STATE_DIR}/manifests", f"{STATE_DIR}/bluegreen", ORIGINALS_DIR, STATE_DIR])
+        # outpost's own directory, when empty: whoever made it (an operator placing the pinned
+        # litestream binary there before the first apply), nothing of outpost's stays behind
+        self.remove_empty_dirs([SCRATCH_ROOTS[0].rstrip("/")])
 
     def reload_host_units(self, manifest, stopped, removed_paths):
         """Reload the host's own units whose settings a removed file changed (ssh.service after

@@ -73,7 +73,7 @@ class Load:
                     conn = http.client.HTTPConnection(host, port, timeout=30)
                     conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 30),
                                                     server_hostname=host)
-                conn.request(method, path, body=body, headers={"Host": host})
+                conn.request("GET", path, headers={"Host": host})
                 response = conn.getresponse()
                 body = response.read().decode(errors="replace")
                 outcome = "ok" if response.status == 200 else f"HTTP {response.status}"
