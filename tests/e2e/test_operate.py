@@ -71,7 +71,7 @@ def test_status_is_clean_after_a_deploy(ops):
     sample("status.txt", text)
     rows = {m["name"]: m for m in doc["hosts"]["vm"]["manifests"]}
     assert set(rows) == {"base", "tls", "proxy", "svc-hello", "svc-hello-refresh", "svc-wsgi",
-                         "backup-wsgi-state"}
+                         "backup-wsgi-state", "backup-wsgi-db"}
     assert all(m["stack"] == "up to date" for m in rows.values()), text
     hello = rows["svc-hello"]
     assert hello["version"] == "tag 1"
