@@ -1,5 +1,6 @@
 """What the local stack's backups need around a test VM: an S3 server and the litestream binary.
 
+* `moto_server()`: moto's S3 server on a free loopback port (the backup tests use it bare);
 * `s3_server()`: moto's S3 server on the host's 127.0.0.1 (a free port), with the local stack's
   bucket created in it, as the stack's Bucket resource would (the suite's mocks stand in for that
   resource). A VM started with `guestfwd_port=<its port>` reaches it as http://10.0.2.100:9000, the
@@ -51,8 +52,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def s3_server(access_key: str, secret_key: str, timeout: float = 60) -> Iterator[S3]:
-    import boto3
+def moto_server(timeout: float = 60) -> Iterator[int]:
+    """moto's S3 server on a free port of 127.0.0.1 (no AWS_* settings of ours leak into it);
+    yields the port once it answers, stops it after."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -68,14 +70,22 @@ def s3_server(access_key: str, secret_key: str, timeout: float = 60) -> Iterator
             if time.monotonic() > deadline or server.poll() is not None:
                 raise AssertionError(f"moto's S3 server did not answer on 127.0.0.1:{port} within {timeout:.0f}s")
             time.sleep(0.3)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def s3_server(access_key: str, secret_key: str) -> Iterator[S3]:
+    """moto_server() with the local stack's bucket in it (versioned, as the stack asks)."""
+    import boto3
+    with moto_server() as port:
         client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                               aws_access_key_id=access_key, aws_secret_access_key=secret_key)
         client.create_bucket(Bucket=LOCAL_BUCKET)
         client.put_bucket_versioning(Bucket=LOCAL_BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield S3(port, client)
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 def litestream_binary() -> bytes:

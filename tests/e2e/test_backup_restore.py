@@ -28,10 +28,8 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +39,7 @@ import pytest
 from components.config import parse
 from components.render.backups import LITESTREAM, LITESTREAM_DIR, LITESTREAM_WHEEL_MEMBER, backup_manifests
 from tests.conftest import ROOT
+from tests.e2e.backing import moto_server
 from tests.validators.test_backup_units import litestream_wheel
 
 pytestmark = pytest.mark.e2e
@@ -75,21 +74,8 @@ def wait_for(check, what: str, timeout: float, interval: float = 1.0):
 
 @pytest.fixture(scope="module")
 def moto():
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        def up():
-            try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
-            except OSError:
-                return False
-        wait_for(up, "moto server answers", 60, 0.3)
+    with moto_server() as port:
         yield port, s3_client(port)
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 def s3_client(port: int):

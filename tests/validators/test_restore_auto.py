@@ -12,7 +12,6 @@ path comes back from the newest snapshot.
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -22,7 +21,8 @@ import pytest
 from components.config import parse
 from components.render.backups import restic_restore
 from components.render.secret_values import systemd_env_inner
-from tests.e2e.test_backup_restore import free_port, wait_for
+from tests.e2e.backing import moto_server
+from tests.e2e.test_backup_restore import free_port
 from tests.render.test_backups import BASE
 
 PASSWORD = "restore-test pw $HOME \"q\" `id`"
@@ -32,27 +32,11 @@ KEY_ID, SECRET_KEY = "AKIARESTORETEST", "s3-secret-restore-test-value"
 @pytest.fixture(scope="module")
 def s3():
     """moto's S3 server; yields (endpoint, boto3 client)."""
-    import sys
-    import urllib.request
-
     import boto3
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        def up():
-            try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
-            except OSError:
-                return False
-        wait_for(up, "moto server answers", 60, 0.3)
+    with moto_server() as port:
         endpoint = f"http://127.0.0.1:{port}"
         yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                                      aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET_KEY)
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 class Repo:
