@@ -18,3 +18,6 @@ outpost = Outpost("outpost", OutpostArgs(stack=stack, secrets=config_secrets(sta
 pulumi.export("hosts", {name: {"address": host.connection.host, "port": host.connection.port,
                                "host_key": host.connection.host_key}
                         for name, host in outpost.hosts.items()})
+if outpost.ca_certificate is not None:
+    # tls: internal: the stack CA that clients (and the end-to-end tests) trust. A public value.
+    pulumi.export("ca_certificate", outpost.ca_certificate)

@@ -11,10 +11,10 @@ other's work), then:
                restart), under a small bounded HTTPS load through Caddy (tests/e2e/load.py)
 
 each with wall seconds, SSH connections and sessions (counted on the VM's sshd log the same way for
-both, bench/sshd_log.py) and, for the tag change, the requests lost. outpost runs without the
-Pulumi CLI: the program under mocks (tests/e2e/realistic.py), its Commands executed over real SSH
-by tests/e2e/engine.py as the engine and the command provider would; so its wall times leave out
-the Pulumi CLI's own start-up. Both tools use the stack's certificate and the same secrets.
+both, bench/sshd_log.py) and, for the tag change, the requests lost. outpost runs as its users run
+it: the real `pulumi up` (the pinned CLI from `make engine`, a file backend, passphrase secrets), so
+its wall times include the CLI's start-up, the program and the providers. Both tools use the
+stack's certificate and the same secrets.
 
     python bench/ansible_vs_outpost.py [--clients 4] [--skip-eval] [--json FILE] [--keep DIR]
                                        [--tools outpost,ansible]
@@ -131,15 +131,15 @@ def bench_outpost(vm: VM, workdir: Path, clients: int) -> tuple[list[Phase], Dep
 
 
 def stack_certificate(deployment: Deployment) -> dict[str, str]:
-    """The stack's certificate for HOST (chain and key) as outpost's program issued it, so the
-    playbook serves the same one and one CA file verifies both proxies."""
-    reg = deployment.registered
-    request = next(r for r in reg if r.type == "tls:index/certRequest:CertRequest"
-                   and HOST in (r.inputs.get("dnsNames") or []))
-    signed = next(r for r in reg if r.type == "tls:index/locallySignedCert:LocallySignedCert"
-                  and r.inputs["certRequestPem"] == request.outputs["cert_request_pem"])
-    return {"tls_cert": signed.outputs["cert_pem"] + signed.inputs["caCertPem"],
-            "tls_key": request.inputs["privateKeyPem"]}
+    """The stack's certificate for HOST (chain and key) as outpost's program issued it (read from
+    the stack's state), so the playbook serves the same one and one CA file verifies both proxies."""
+    state = deployment.cli.resources(show_secrets=True)
+    request = next(r for r in state if r["type"] == "tls:index/certRequest:CertRequest"
+                   and HOST in (r["inputs"].get("dnsNames") or []))
+    signed = next(r for r in state if r["type"] == "tls:index/locallySignedCert:LocallySignedCert"
+                  and r["inputs"]["certRequestPem"] == request["outputs"]["certRequestPem"])
+    return {"tls_cert": signed["outputs"]["certPem"] + signed["inputs"]["caCertPem"],
+            "tls_key": request["inputs"]["privateKeyPem"]}
 
 
 # -- Ansible --------------------------------------------------------------------------------------

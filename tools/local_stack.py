@@ -19,21 +19,23 @@ Failures end in one paragraph on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import secrets
-import shutil
+import secrets as random_secrets
+import socket
 import subprocess
 import sys
-import socket
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.pulumi_cli import BIN, CliFailed, StackCli  # noqa: E402
+from tools.vm import VM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".vm"
@@ -49,81 +51,32 @@ class Failed(Exception):
     pass
 
 
-def cli_env(state: Path = STATE) -> dict:
-    env = {**os.environ, "PATH": f"{ROOT / '.engine' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PULUMI_BACKEND_URL": f"file://{state / 'pulumi-state'}",
-           "PULUMI_CONFIG_PASSPHRASE_FILE": str(state / "passphrase"),
-           "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
-    env.pop("PULUMI_CONFIG_PASSPHRASE", None)  # the file is the one source of the passphrase
-    return env
+def cli(state: Path = STATE) -> StackCli:
+    return StackCli(STACK, state)
 
 
-def pulumi(args: list[str], state: Path = STATE, stdin: str | None = None, capture: bool = True,
-           check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    argv = ["pulumi", *args, "--stack", STACK, "--non-interactive"]
-    if args[0] in ("config", "up", "preview", "destroy", "refresh"):
-        argv += ["--config-file", str(state / f"Pulumi.{STACK}.yaml")]
-    result = subprocess.run(argv, cwd=cwd, env=cli_env(state), input=stdin, text=True,
-                            capture_output=capture, stdin=None if stdin is not None else subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines()[-3:] if capture else []
-        raise Failed(f"`pulumi {' '.join(args)}` exited {result.returncode}" + (f": {' '.join(detail)}" if detail else ""))
-    return result
+def repo_config() -> dict:
+    return dict(yaml.safe_load((ROOT / f"Pulumi.{STACK}.yaml").read_text()).get("config") or {})
 
 
-def ensure_passphrase(state: Path) -> None:
-    path = state / "passphrase"
-    if path.exists():
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(base64.b64encode(secrets.token_bytes(24)).decode() + "\n")
-
-
-def stack_file(state: Path) -> Path:
-    return state / "pulumi-state" / ".pulumi" / "stacks" / "outpost" / f"{STACK}.json"
-
-
-def state_salt(state: Path) -> str:
-    """The passphrase salt the stack was created with, as its checkpoint records it."""
-    checkpoint = json.loads(stack_file(state).read_text()).get("checkpoint") or {}
-    provider = (checkpoint.get("latest") or {}).get("secrets_providers") or {}
-    return (provider.get("state") or {}).get("salt", "")
-
-
-def create_stack(state: Path) -> None:
-    """`pulumi stack init` writes the new salt into the project's stack file; run it from a scratch
-    copy of the project so the repository's Pulumi.local.yaml is never touched."""
-    with tempfile.TemporaryDirectory(prefix="outpost-stack-") as scratch:
-        shutil.copyfile(ROOT / "Pulumi.yaml", Path(scratch) / "Pulumi.yaml")
-        pulumi(["stack", "init", "--secrets-provider", "passphrase"], state, cwd=Path(scratch))
-
-
-def lay_config(state: Path) -> None:
-    """.vm/Pulumi.local.yaml = the repository's file, plus the salt and the secrets made here.
-    The repository's placeholder secrets are dropped: only values encrypted here can be read."""
-    wanted = yaml.safe_load((ROOT / f"Pulumi.{STACK}.yaml").read_text())
-    target = state / f"Pulumi.{STACK}.yaml"
-    kept = (yaml.safe_load(target.read_text()) if target.exists() else None) or {}
-    config = dict(wanted.get("config") or {})
-    config["outpost:secrets"] = dict((kept.get("config") or {}).get("outpost:secrets") or {})
-    laid = {"encryptionsalt": kept.get("encryptionsalt") or state_salt(state), "config": config}
-    target.write_text("# Laid by tools/local_stack.py from Pulumi.local.yaml: edit that file, not this one.\n"
-                      + yaml.safe_dump(laid, sort_keys=False))
-
-
-def prepare(state: Path = STATE) -> None:
-    """The file backend, the passphrase, the stack and its generated secrets (CLI only, no VM)."""
-    state.mkdir(exist_ok=True)
-    (state / "pulumi-state").mkdir(exist_ok=True)
-    ensure_passphrase(state)
-    if not stack_file(state).exists():
-        create_stack(state)
-    lay_config(state)
-    for name in GENERATED_SECRETS:
-        if pulumi(["config", "get", "--path", f"outpost:secrets.{name}"], state, check=False).returncode != 0:
-            pulumi(["config", "set", "--secret", "--path", f"outpost:secrets.{name}"], state,
-                   stdin=secrets.token_urlsafe(24))
+def prepare(state: Path = STATE, vm: dict | None = None) -> StackCli:
+    """The file backend, the passphrase, the stack, its config laid from the repository's
+    Pulumi.local.yaml (pointed at the VM described by VM's vm.json, when given) and the demo's
+    generated secrets, made once (CLI only, no VM needed)."""
+    stack = cli(state)
+    config, secrets = repo_config(), {}
+    if vm:
+        config["outpost:hosts"]["vm"]["host_key"] = vm["host_key"]
+        config["outpost:admin"]["ssh_keys"] = [vm["public_key"]]
+        secrets["deploy_key"] = Path(vm["private_key_path"]).read_text()
+    try:
+        stack.lay(config, secrets)
+        for name in GENERATED_SECRETS:
+            if not stack.has_secret(name):
+                stack.set_secret(name, random_secrets.token_urlsafe(24))
+    except CliFailed as error:
+        raise Failed(str(error)) from None
+    return stack
 
 
 def engine_complete() -> None:
@@ -132,14 +85,6 @@ def engine_complete() -> None:
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "make engine failed"
         raise Failed(last.removeprefix("make engine: "))
-
-
-def pin_vm(state: Path) -> None:
-    info = json.loads((state / "vm.json").read_text())
-    pulumi(["config", "set", "--path", "outpost:hosts.vm.host_key", info["host_key"]], state)
-    pulumi(["config", "set", "--path", "outpost:admin.ssh_keys[0]", info["public_key"]], state)
-    pulumi(["config", "set", "--secret", "--path", "outpost:secrets.deploy_key"], state,
-           stdin=Path(info["private_key_path"]).read_text())
 
 
 def s3_port() -> int:
@@ -167,11 +112,12 @@ def _pid_alive(pidfile: Path) -> int | None:
     return None if state in ("Z", "X") else pid
 
 
-def start_s3(state: Path, port: int, timeout: float = 60) -> None:
-    """moto's S3 server on 127.0.0.1:PORT unless the one started before still runs."""
+def start_s3(state: Path, port: int, timeout: float = 60) -> bool:
+    """moto's S3 server on 127.0.0.1:PORT unless the one started before still runs; whether a new
+    one (holding no bucket yet) was started."""
     pidfile = state / "s3.pid"
     if _pid_alive(pidfile):
-        return
+        return False
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -188,7 +134,7 @@ def start_s3(state: Path, port: int, timeout: float = 60) -> None:
     while True:
         try:
             if urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200:
-                return
+                return True
         except OSError:
             pass
         if server.poll() is not None or time.monotonic() > deadline:
@@ -210,26 +156,55 @@ def stop_s3(state: Path, timeout: float = 15) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def boot_vm(state: Path, port: int) -> dict:
+    """The VM running from STATE, or a fresh one. A fresh VM holds nothing of an earlier
+    deployment: the stack then forgets its resources (its state, not the VM, would be stale) and
+    keeps its config and secrets, so the demo's restic repository stays readable."""
+    if VM.attach(state) is None:
+        forget_resources(cli(state), "the VM was not running, and what was deployed to it went with it")
+        vm = subprocess.run([sys.executable, str(ROOT / "tools" / "vm.py"), "start", "--state-dir", str(state),
+                             *VM_PORTS, "--guestfwd-port", str(port)], cwd=ROOT)
+        if vm.returncode != 0:
+            raise Failed("the local VM did not start (tools/vm.py said why above)")
+    return json.loads((state / "vm.json").read_text())
+
+
+def forget_resources(stack: StackCli, why: str) -> None:
+    if stack.stack_file().exists() and stack.resources():
+        print(f"make: {why}: the local stack forgets its resources (pulumi state delete --all)", file=sys.stderr)
+        stack.run(["state", "delete", "--all", "--force", "--yes"])
+
+
 def up(state: Path = STATE) -> None:
-    if not (ROOT / ".engine" / "bin" / "pulumi").exists():
+    if not (BIN / "pulumi").exists():
         raise Failed("no Pulumi CLI in .engine/bin: run `make engine` and read what it says")
-    prepare(state)
     engine_complete()
+    prepare(state)
     port = s3_port()
-    start_s3(state, port)
-    vm = subprocess.run([sys.executable, str(ROOT / "tools" / "vm.py"), "start", "--state-dir", str(state),
-                         *VM_PORTS, "--guestfwd-port", str(port)], cwd=ROOT)
-    if vm.returncode != 0:
-        raise Failed("the local VM did not start (tools/vm.py said why above)")
-    pin_vm(state)
-    pulumi(["up", "--yes", "--skip-preview"], state, capture=False)
+    fresh_s3 = start_s3(state, port)
+    stack = prepare(state, boot_vm(state, port))
+    # A new S3 server holds none of the buckets the state may record: refresh reads them (gone)
+    # so that this update creates them again.
+    refresh = fresh_s3 and bool(stack.resources())
+    try:
+        update = stack.up(stream=True, outputs=False, refresh=refresh)
+    except CliFailed as error:
+        raise Failed(str(error)) from None
+    print(f"make up: {update.changed} resources changed ({', '.join(f'{op} {n}' for op, n in sorted(update.changes.items()))})")
     print(f"outpost: the demo answers on {DEMO_URL}")
 
 
 def down(state: Path = STATE) -> None:
-    if stack_file(state).exists():
+    stack = cli(state)
+    if stack.stack_file().exists():
         engine_complete()
-        pulumi(["destroy", "--yes", "--skip-preview"], state, capture=False)
+        if VM.attach(state) is None:
+            forget_resources(stack, "the VM is not running: nothing on it to take down")
+        else:
+            try:
+                stack.destroy(stream=True)
+            except CliFailed as error:
+                raise Failed(str(error)) from None
     subprocess.run([sys.executable, str(ROOT / "tools" / "vm.py"), "stop", "--state-dir", str(state)], cwd=ROOT)
     stop_s3(state)
 

@@ -2,8 +2,9 @@
 # Installs everything outpost's tests and local VM need: Debian packages (validators, qemu,
 # debootstrap, pebble) and the Python virtualenv with the pinned dependencies from pyproject.toml
 # (the test extra, and the bench extra: Ansible, which make bench measures outpost against).
-# Then, when no `pulumi` is on PATH, the pinned Pulumi toolchain (make engine: built once from the Go
-# module proxy or fetched by Pulumi's installer, cached by version; tools/engine/build.py).
+# Then, when no `pulumi` is on PATH, the pinned Pulumi toolchain (make engine: each piece built once
+# from the Go module proxy or the upstream source archives, or fetched by Pulumi's installer, cached
+# by version; tools/engine/build.py).
 # Idempotent: re-running it when nothing changed installs nothing.
 set -eu
 cd "$(dirname "$0")/.."
@@ -35,13 +36,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     echo "$want" > "$stamp"
 fi
 if ! command -v pulumi >/dev/null 2>&1; then
-    [ -e .engine/bin/pulumi ] || echo "setup: building the Pulumi toolchain (make engine; minutes, once)"
-    log=$(mktemp)
-    python3 tools/engine/build.py --quiet 2>"$log" || {
-        # Incomplete: make test-fast, plan, check and diff don't need it; `make engine` says why.
-        echo "setup: the Pulumi toolchain is incomplete; missing:" $(awk '$2 == "missing" {print $1}' "$log")
-        grep -q "^make engine: [^t]" "$log" && grep "^make engine: [^t]" "$log" | head -n 1
-    }
-    rm -f "$log"
+    # Says what it builds (minutes, once) and, when incomplete, what is missing and how to get it;
+    # make test-fast, plan, check and diff don't need the toolchain.
+    python3 tools/engine/build.py --quiet || echo "setup: the Pulumi toolchain is incomplete (see above)"
 fi
 echo "setup: ok"

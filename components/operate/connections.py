@@ -64,40 +64,38 @@ class StackSource:
         return parse(self.config, self.name)
 
 
-def pulumi_cli(args: list[str], stack: str) -> str:
-    """Run the pinned Pulumi CLI (.engine/bin) for STACK; the local stack uses make up's .vm/."""
-    env = {**os.environ, "PATH": f"{ROOT / '.engine' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PULUMI_SKIP_UPDATE_CHECK": "true"}
-    argv = ["pulumi", *args, "--stack", stack, "--non-interactive"]
-    if stack == "local" and (ROOT / ".vm" / "pulumi-state").is_dir():
-        from tools.local_stack import cli_env
-        env = cli_env()
-        if args[0] == "config":
-            argv += ["--config-file", str(ROOT / ".vm" / "Pulumi.local.yaml")]
+def stack_cli(stack: str):
+    """The pinned CLI (.engine/bin) for STACK: the local stack with make up's state in .vm/ when
+    it is there, any other with the user's own backend and the project's stack file."""
+    from tools.pulumi_cli import StackCli
+    local = ROOT / ".vm"
+    return StackCli(stack, local if stack == "local" and (local / "pulumi-state").is_dir() else None)
+
+
+def pulumi_cli(cli, args: list[str]) -> str:
+    """Run the CLI; its own one-line message (it never echoes a secret value) when it fails."""
     try:
-        result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=120)
+        result = cli.run(args, check=False, timeout=120)
     except FileNotFoundError:
         raise Unreachable("the Pulumi CLI is not in .engine/bin (run `make engine`)") from None
     if result.returncode != 0:
-        # the CLI's own message; it never echoes a secret value
-        raise Unreachable(f"`pulumi {args[0]} {args[1] if len(args) > 1 else ''}` for stack {stack} "
+        raise Unreachable(f"`pulumi {args[0]} {args[1] if len(args) > 1 else ''}` for stack {cli.stack} "
                           f"failed: {last_line(result.stderr, 'no output')}")
     return result.stdout
 
 
-def from_cli(stack: str) -> StackSource:
-    """The stack's config from its file (the local stack: make up's .vm/ copy when there) with
-    the deploy key read through `pulumi config get`; outputs only when a cloud host needs them."""
-    laid = ROOT / ".vm" / f"Pulumi.{stack}.yaml"
-    path = laid if stack == "local" and laid.exists() else ROOT / f"Pulumi.{stack}.yaml"
-    config = dict((yaml.safe_load(path.read_text()) or {}).get("config") or {})
+def from_cli(stack: str, cli=None) -> StackSource:
+    """The stack's config from the file the CLI reads (make up's .vm/ copy for the local stack)
+    with the deploy key read through `pulumi config get`; outputs only when a cloud host needs
+    them. CLI: a tools.pulumi_cli.StackCli (default: `stack_cli(stack)`)."""
+    cli = cli or stack_cli(stack)
+    config = dict((yaml.safe_load(cli.config_file.read_text()) or {}).get("config") or {})
     key_name = config["outpost:admin"]["private_key"]
-    key = pulumi_cli(["config", "get", "--path", f"outpost:secrets.{key_name}"], stack)
+    key = pulumi_cli(cli, ["config", "get", "--path", f"outpost:secrets.{key_name}"])
     config["outpost:secrets"] = {**(config.get("outpost:secrets") or {}), key_name: key}
     outputs = None
     if any(h.get("provider") == "hcloud" for h in (config.get("outpost:hosts") or {}).values()):
-        outputs = json.loads(pulumi_cli(["stack", "output", "--json", "--show-secrets"], stack))
+        outputs = json.loads(pulumi_cli(cli, ["stack", "output", "--json", "--show-secrets"]))
     return StackSource(stack, config, outputs)
 
 

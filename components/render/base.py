@@ -81,6 +81,11 @@ def admin_home(stack: Stack) -> str:
     return f"/home/{stack.admin.user}"
 
 
+# `sshd -t -f FILE` with /run/sshd made first as ssh.service's RuntimeDirectory=sshd would make it
+# (root's, 0755; /run is root's alone, and an existing directory is left as it is).
+SSHD_TEST = 'mkdir -p -m 0755 /run/sshd && exec /usr/sbin/sshd -t -f "$1"'
+
+
 def base_manifest(stack: Stack, host: str) -> Manifest:
     admin = stack.admin.user
     home = admin_home(stack)
@@ -98,8 +103,11 @@ def base_manifest(stack: Stack, host: str) -> Manifest:
             *firewall.firewall_files(stack, host),
         ],
         units=[Unit(firewall.UNIT)],
-        # the staged drop-in itself: plain `sshd -t` would check the live tree, not the new file
-        validate=[{"argv": ["/usr/sbin/sshd", "-t", "-f", f"{{staged:{sshd}}}"]}, firewall.validate_step()],
+        # the staged drop-in itself: plain `sshd -t` would check the live tree, not the new file.
+        # sshd -t wants its privilege separation directory, which ssh.service makes as its
+        # RuntimeDirectory: a host whose sshd is socket-activated (or never ran) lacks it.
+        validate=[{"argv": ["/bin/sh", "-c", SSHD_TEST, "sshd-test", f"{{staged:{sshd}}}"]},
+                  firewall.validate_step()],
         restart=[{"group": "sshd", "strategy": "reload", "scope": "system", "when": [sshd],
                   "instances": [{"unit": "ssh.service", "health": None}]},
                  firewall.restart_group()],

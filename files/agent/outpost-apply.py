@@ -886,7 +886,9 @@ class Agent:
                 if key is None:
                     continue
                 key = key if key in staged_at.values() else self.path(key)
-                _, cert_pub, _ = self.run(["openssl", "x509", "-noout", "-pubkey", "-in", cert], check=False)
+                # Both raw: the redacted output hides a secret key's lines, and the last base64 line
+                # of an EC key (SEC1) holds the public point that the certificate's key shows too.
+                _, _, cert_pub = self.run(["openssl", "x509", "-noout", "-pubkey", "-in", cert], check=False)
                 code, _, key_pub = self.run(["openssl", "pkey", "-pubout", "-in", key], check=False)
                 if code != 0 or not key_pub.strip() or key_pub.strip() != cert_pub.strip():
                     raise AgentError(f"refusing {s.host_path}: the private key "

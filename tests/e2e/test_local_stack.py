@@ -1,7 +1,8 @@
-"""The demo stack (Pulumi.local.yaml) deployed to a real Debian 13 VM by the program's own Commands,
-then checked from outside: the scenarios of a user's first day, in order.
+"""The demo stack (Pulumi.local.yaml) deployed to a real Debian 13 VM by the real Pulumi engine
+(`pulumi up`, `preview --diff`, `destroy`; file backend, passphrase secrets), then checked from
+outside: the scenarios of a user's first day, in order.
 
-Each test builds on the previous one (one VM, one deployment), like a sequence of `pulumi up`s.
+Each test builds on the previous one (one VM, one stack), like a sequence of `pulumi up`s.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import time
 
 import pytest
 
-from tests.e2e.report import record
-from tests.e2e.engine import CommandFailed
+from tests.e2e.conftest import DEMO_SECRETS, CommandFailed
 from tests.e2e.load import Load, https_get
+from tests.e2e.report import record
 
 HOST = "hello.outpost.localhost"
 
@@ -50,10 +51,14 @@ def user_units(deployment, user: str, *units: str) -> list[str]:
 
 
 def test_fresh_deploy_serves_both_routes(deployment):
+    mark = deployment.sshd.mark()
     started = time.monotonic()
     steps = deployment.up()
-    record("fresh deploy", time.monotonic() - started, f"{len(steps)} commands, {deployment.engine.sessions} SSH sessions")
-    assert [s.op for s in steps] == ["create"] * len(steps)
+    sessions = deployment.sshd.count(mark)
+    record("fresh deploy (pulumi up)", time.monotonic() - started,
+           f"{len(steps)} commands, {sessions.connections} SSH connections; engine: {deployment.last.changes}")
+    assert [s.op for s in steps] == ["create"] * len(steps) and len(steps) >= 6, steps
+    assert set(deployment.last.changes) == {"create"}, deployment.last.changes
     assert all(s.stdout.splitlines()[-1].startswith(("outpost ", "outpost bootstrap")) for s in steps), steps
 
     status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(get(deployment, "/")))
@@ -126,17 +131,59 @@ def test_a_service_user_reaches_no_proxy_control_socket(deployment):
 
 
 def test_second_apply_runs_nothing_and_the_agent_changes_nothing(deployment):
+    mark = deployment.sshd.mark()
     started = time.monotonic()
-    sessions = deployment.engine.sessions
     assert deployment.up() == [], "unchanged inputs must run no command"
-    assert deployment.engine.sessions == sessions
-    # Even when the engine re-runs every create (say, after `pulumi refresh`), nothing changes.
-    for name, applied in deployment.engine.state.items():
+    seconds = time.monotonic() - started
+    assert set(deployment.last.changes) == {"same"}, deployment.last.changes
+    assert deployment.sshd.count(mark).connections == 0, "a no-change pulumi up opens no SSH connection"
+    # The engine runs a Command only when its inputs change. Whatever re-runs an unchanged one (a
+    # state restored from backup, an operator re-running it) must find nothing to do: run each
+    # create again by hand with the stdin the state holds, as the command provider would.
+    commands = [r for r in deployment.cli.resources(show_secrets=True) if r["type"] == "command:remote:Command"]
+    for resource in commands:
+        name, inputs = resource["urn"].rsplit("::", 1)[-1], resource["inputs"]
         if name.endswith("-bootstrap"):
             continue
-        out = deployment.engine.run(name, "create", applied.inputs, applied.inputs["create"])
+        out = rerun_create(deployment, inputs)
         assert out.strip().splitlines()[-1].endswith(": 0 changed, 0 removed, restarted: none"), (name, out)
-    record("re-apply, no change", time.monotonic() - started, "0 commands; forced re-run: 0 changed everywhere")
+    record("re-apply, no change (pulumi up)", seconds,
+           f"engine: {deployment.last.changes}, 0 SSH connections; forced re-run: 0 changed everywhere")
+
+
+def rerun_create(deployment, inputs: dict) -> str:
+    """A Command's create with its stdin over SSH as its connection says, host key pinned."""
+    argv = deployment.vm.ssh_argv()
+    argv[-1] = f"{inputs['connection']['user']}@127.0.0.1"
+    result = subprocess.run([*argv, "--", inputs["create"]], input=inputs.get("stdin", ""), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_preview_of_a_tag_change_names_the_command_and_shows_no_secret(deployment):
+    """`pulumi preview --diff`, as a reviewer sees it: the one Command that changes, by name, and
+    no secret anywhere, in the preview or in the exported state."""
+    hello = deployment.services["hello"]["container"]
+    hello["tag"] = "2"
+    try:
+        deployment.cli.lay(deployment.config, deployment.secrets)
+        preview = deployment.cli.preview(diff=True, timeout=600)
+    finally:
+        hello["tag"] = "1"
+        deployment.cli.lay(deployment.config, deployment.secrets)
+    assert preview.returncode == 0, preview.stderr[-3000:]
+    text = preview.stdout + preview.stderr
+    record("preview --diff of a tag change", 0, next((line.strip() for line in text.splitlines()
+                                                       if "to update" in line), ""))
+    assert re.search(r"~ .*command:remote:Command\s+vm-svc-hello\b.*update", text), text[-4000:]
+    changed = {m.group(1) for m in re.finditer(r"~ .*command:remote:Command\s+(\S+)", text)}
+    assert changed == {"vm-svc-hello"}, changed
+    exported = json.dumps(deployment.cli.export(show_secrets=False))
+    for value in (*DEMO_SECRETS.values(), deployment.secrets["deploy_key"].strip().splitlines()[1]):
+        assert value not in text, "a secret in the preview"
+        assert value not in exported, "a secret in plain text in the state"
+    assert "using pulumi-resource" not in text, "plugins must be installed, not found on PATH"
 
 
 def test_rolling_restart_under_load_loses_nothing(deployment):
@@ -235,11 +282,15 @@ def test_the_same_routes_behind_each_proxy_roll_without_loss(deployment, kind, t
     assert status == 200 and tag_of(body) == tag, body
 
 
-def test_destroy_leaves_nothing_behind(deployment):
+def test_destroy_leaves_nothing_behind(deployment, s3):
     started = time.monotonic()
-    steps = deployment.engine.destroy()
-    record("destroy", time.monotonic() - started, f"{len(steps)} deletes")
-    assert steps[-1].name == "vm-bootstrap"
+    steps = deployment.destroy()
+    record("destroy (pulumi destroy)", time.monotonic() - started, f"{len(steps)} commands deleted; "
+           f"engine: {deployment.last.changes}")
+    assert steps and {s.op for s in steps} == {"delete"}, steps
+    assert steps[-1].name == "vm-bootstrap", steps
+    assert deployment.cli.resources() == [], "the stack holds nothing after destroy"
+    assert "outpost-backups" not in [b["Name"] for b in s3.client.list_buckets()["Buckets"]]
     # The base setup's removal restored the host's own sshd settings: root may log in with its key.
     leftovers = deployment.vm.ssh(
         "ls /etc/systemd/system /etc/containers/systemd 2>/dev/null | grep -E '^(hello|wsgi|outpost)' ; "

@@ -1,5 +1,5 @@
-"""A WireGuard mesh between two real hosts, built by the program's own Commands: two VMs joined by
-a private wire (qemu's UDP socket netdev on 127.0.0.1), each a static host; traffic between their
+"""A WireGuard mesh between two real hosts, deployed by the real `pulumi up`: two VMs joined by a
+private wire (qemu's UDP socket netdev on 127.0.0.1), each a static host; traffic between their
 mesh addresses is measured, and shown to go through the tunnel."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ import time
 
 import pytest
 
-from components.program import run_program
 from tests.e2e.report import record
-from tests.e2e.engine import Engine
-from tests.e2e.realistic import RealisticMocks
+from tools.pulumi_cli import StackCli
 from tools.vm import VM, free_port
 
 LINK = {"a": ("192.168.77.1", "52:54:00:77:00:01", "10.99.0.1"),
@@ -35,7 +33,8 @@ def boot_pair(tmp_path):
     return vms
 
 
-def mesh_config(vms: dict[str, VM]) -> dict:
+def mesh_config(vms: dict[str, VM]) -> tuple[dict, dict[str, str]]:
+    """The stack's config and its secrets' values."""
     any_vm = next(iter(vms.values()))
     key = open(any_vm.private_key_path).read()
     return {
@@ -45,8 +44,8 @@ def mesh_config(vms: dict[str, VM]) -> dict:
         "outpost:hosts": {name: {"provider": "static", "address": LINK[name][0], "ssh_address": "127.0.0.1",
                                  "port": vm.ssh_port, "host_key": vm.host_key,
                                  "networks": {"mesh": LINK[name][2]}} for name, vm in vms.items()},
-        "outpost:secrets": {"deploy_key": key},
-    }
+        "outpost:secrets": {"deploy_key": None},
+    }, {"deploy_key": key}
 
 
 @pytest.mark.mesh
@@ -60,9 +59,10 @@ def test_wireguard_mesh_passes_traffic(tmp_path):
                    f"> /etc/systemd/network/10-link.network && networkctl reload && sleep 2")
         record("mesh: boot two VMs", time.monotonic() - started)
 
-        engine = Engine()
+        stack = StackCli("mesh", tmp_path / "pulumi")
+        stack.lay(*mesh_config(vms))
         deployed = time.monotonic()
-        steps = engine.up(run_program("mesh", mesh_config(vms), mocks=RealisticMocks()))
+        steps = stack.up(timeout=1800).steps
         assert sorted(s.name for s in steps if s.name.endswith("net-mesh")) == ["a-net-mesh", "b-net-mesh"]
         record("mesh: deploy base + WireGuard", time.monotonic() - deployed, f"{len(steps)} commands")
 

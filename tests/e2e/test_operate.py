@@ -1,8 +1,9 @@
-"""Day two on the VM: the demo stack (Pulumi.local.yaml) deployed by the e2e executor, then
-`status`, `drift`, `logs` and `rollback` (components/operate) run against it exactly as `make`
-runs them, over real pinned SSH to the real agent. Each test builds on the previous one.
+"""Day two on the VM: the demo stack (Pulumi.local.yaml) deployed by the real `pulumi up`, then
+`status`, `drift`, `logs` and `rollback` (components/operate) run against that stack exactly as
+`make` runs them: the config from the file the CLI reads, the deploy key through `pulumi config
+get`, then real pinned SSH to the real agent. Each test builds on the previous one.
 
-It runs on the suite's e2e VM, or with OUTPOST_TEST_VM=<state dir> on the VM running there.
+It runs on the suite's e2e VM, after the local stack's own tests destroyed what they deployed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from components.operate import drift, logs, rollback, status
-from components.operate.connections import injected
+from components.operate.connections import from_cli, injected
 from tests.e2e.backing import place_litestream
 from tests.e2e.conftest import Deployment
-from tests.e2e.engine import Applied
 from tests.e2e.load import Load
 from tests.e2e.test_local_stack import HOST, get, tag_of, wait_for
 
@@ -25,27 +25,19 @@ SAMPLES = Path(os.environ.get("OUTPOST_OPERATE_SAMPLES", "/tmp/outpost-operate-s
 
 
 @pytest.fixture(scope="module")
-def ops(running_vm, request, tmp_path_factory):
-    # the suite's one e2e VM (after the other modules) unless OUTPOST_TEST_VM names a running one
-    machine = running_vm or request.getfixturevalue("vm")
-    deployment = Deployment(machine, tmp_path_factory.mktemp("operate"))
-    if deployment.admin_ssh("true", check=False).returncode == 0:
-        # deployed by an earlier run: the first-login bootstrap (as root) is done and root is
-        # refused now; this fresh executor state records it as applied, like Pulumi's would
-        bootstrap = next(r for r in deployment.program() if r.name == "vm-bootstrap")
-        deployment.engine.state[bootstrap.name] = Applied(bootstrap.name, bootstrap.urn,
-                                                          bootstrap.inputs, [], "")
-    elif machine.ssh("true", check=False, timeout=60).returncode == 0:
-        # a VM as the image (or a destroy) left it: root may log in; the stack's litestream backup
-        # needs the pinned binary the VM can't fetch (destroy took the one placed before)
-        place_litestream(machine)
+def ops(vm, s3, tmp_path_factory):
+    # The stack's litestream backup needs the pinned binary the VM can't fetch (the local stack's
+    # destroy took the one placed at boot).
+    place_litestream(vm)
+    deployment = Deployment(vm, tmp_path_factory.mktemp("operate"), s3_port=s3.port)
     deployment.up()
     wait_for(lambda: get(deployment, "/")[0] == 200, timeout=300)
     return deployment
 
 
 def source(deployment):
-    return injected("local", deployment.config)
+    """What `make status STACK=local` reads: the CLI's own config file and `pulumi config get`."""
+    return from_cli("local", deployment.cli)
 
 
 def sample(name: str, text: str) -> None:

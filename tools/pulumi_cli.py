@@ -1,0 +1,255 @@
+"""The pinned Pulumi CLI (.engine/bin, `make engine`) driving one stack of this project with its
+state kept outside the repository: what `make up`/`make down` (tools/local_stack.py), the
+end-to-end suite, the day-two commands and the benchmarks run.
+
+Everything machine-specific lives in one state directory:
+- `pulumi-state/`: the file backend (`PULUMI_BACKEND_URL=file://...`);
+- `passphrase`: the passphrase that encrypts the stack's secrets (0600, random, made once), handed
+  to the CLI as PULUMI_CONFIG_PASSPHRASE_FILE, never in the environment itself;
+- `Pulumi.<stack>.yaml`: the stack config the CLI reads and writes (`--config-file`), laid from a
+  config mapping on every run; only its encryption salt and the encrypted `outpost:secrets` are
+  carried over, so an unchanged mapping gives an unchanged file.
+`pulumi stack init` writes the new salt into the project's stack file, so it runs in a scratch copy
+of the project: the repository's Pulumi.<stack>.yaml is never touched.
+
+Secrets go to the CLI on stdin only (`pulumi config set --secret`); updates report what the
+engine did, read from its own event log (`--event-log`), never from scraping its display.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets as random_secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".engine" / "bin"
+SECRETS_KEY = "outpost:secrets"
+# The changes an update reports; "same" (and reads) are not changes.
+CHANGES = ("create", "update", "delete", "replace", "create-replacement", "delete-replaced")
+
+
+class CliFailed(Exception):
+    """A CLI run that exited non-zero: the command and the CLI's own last words (never a secret:
+    the CLI masks every secret value it knows in what it prints)."""
+
+    def __init__(self, args: list[str], result: subprocess.CompletedProcess, errors: list[str] | None = None):
+        self.args_, self.result, self.errors = args, result, errors or []
+        detail = "\n".join(self.errors) or "\n".join((result.stderr or result.stdout or "").strip().splitlines()[-8:])
+        super().__init__(f"`pulumi {' '.join(args[:2])}` exited {result.returncode}: {detail}")
+
+
+@dataclass
+class Step:
+    """One resource the engine changed: its name, the operation and its outputs' text."""
+    name: str
+    type: str
+    op: str
+    seconds: float
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class Update:
+    """What one `pulumi up`/`destroy` did, from the engine's event log."""
+    steps: list[Step] = field(default_factory=list)
+    changes: dict[str, int] = field(default_factory=dict)    # the summary's resourceChanges
+    errors: list[str] = field(default_factory=list)          # error diagnostics, each with its resource
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return sum(n for op, n in self.changes.items() if op in CHANGES)
+
+
+def read_events(path: Path) -> Update:
+    """An Update from the JSON lines of `--event-log PATH`."""
+    update, started = Update(), {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if "resourcePreEvent" in event:
+            meta = event["resourcePreEvent"]["metadata"]
+            started[(meta["urn"], meta["op"])] = event.get("timestamp", 0)
+        elif "resOutputsEvent" in event:
+            meta = event["resOutputsEvent"]["metadata"]
+            if meta["op"] in CHANGES:
+                begun = started.get((meta["urn"], meta["op"]), event.get("timestamp", 0))
+                update.steps.append(Step(meta["urn"].rsplit("::", 1)[-1], meta["type"], meta["op"],
+                                         float(event.get("timestamp", 0) - begun)))
+        elif "diagnosticEvent" in event:
+            diag = event["diagnosticEvent"]
+            if diag.get("severity") == "error" and diag.get("message", "").strip():
+                name = (diag.get("urn") or "").rsplit("::", 1)[-1]
+                update.errors.append(f"{name}: {diag['message'].strip()}" if name else diag["message"].strip())
+        elif "summaryEvent" in event:
+            update.changes = dict(event["summaryEvent"].get("resourceChanges") or {})
+            update.seconds = float(event["summaryEvent"].get("durationSeconds") or 0)
+    return update
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def unwrap_secrets(value: Any) -> Any:
+    """A state value with each secret (exported with --show-secrets: a signature and its JSON text
+    as `plaintext`) replaced by the value itself."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value and "plaintext" in value:
+            return unwrap_secrets(json.loads(value["plaintext"]))
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
+class StackCli:
+    """The CLI on STACK of the project in PROJECT, with its state in STATE; with no STATE, the
+    user's own backend, passphrase and the project's Pulumi.<stack>.yaml (a team's test or prod)."""
+
+    def __init__(self, stack: str, state: Path | None, project: Path = ROOT):
+        self.stack, self.project = stack, Path(project)
+        self.state = Path(state) if state is not None else None
+        self._set: dict[str, str] = {}     # secret name → digest of the value set this session
+
+    # -- the environment ----------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return (self.state or self.project) / f"Pulumi.{self.stack}.yaml"
+
+    @property
+    def backend(self) -> Path:
+        assert self.state is not None, "the user's own backend is not a directory of ours"
+        return self.state / "pulumi-state"
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+        if self.state is not None:
+            env.update(PULUMI_BACKEND_URL=f"file://{self.backend}",
+                       PULUMI_CONFIG_PASSPHRASE_FILE=str(self.state / "passphrase"))
+            env.pop("PULUMI_CONFIG_PASSPHRASE", None)  # the file is the one source of the passphrase
+        return env
+
+    def run(self, args: list[str], stdin: str | None = None, capture: bool = True, check: bool = True,
+            cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        argv = [str(BIN / "pulumi"), *args, "--stack", self.stack, "--non-interactive"]
+        if args[0] in ("config", "up", "preview", "destroy", "refresh"):
+            argv += ["--config-file", str(self.config_file)]
+        result = subprocess.run(argv, cwd=cwd or self.project, env=self.env(), input=stdin, text=True,
+                                capture_output=capture, timeout=timeout,
+                                stdin=None if stdin is not None else subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise CliFailed(args, result)
+        return result
+
+    # -- the stack and its config -------------------------------------------------------------------
+    def stack_file(self) -> Path:
+        name = yaml.safe_load((self.project / "Pulumi.yaml").read_text())["name"]
+        return self.backend / ".pulumi" / "stacks" / name / f"{self.stack}.json"
+
+    def ensure(self) -> None:
+        """The state directory, the passphrase and the stack."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.backend.mkdir(exist_ok=True)
+        passphrase = self.state / "passphrase"
+        if not passphrase.exists():
+            fd = os.open(passphrase, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(base64.b64encode(random_secrets.token_bytes(24)).decode() + "\n")
+        if not self.stack_file().exists():
+            with tempfile.TemporaryDirectory(prefix="outpost-stack-") as scratch:
+                shutil.copyfile(self.project / "Pulumi.yaml", Path(scratch) / "Pulumi.yaml")
+                self.run(["stack", "init", "--secrets-provider", "passphrase"], cwd=Path(scratch))
+
+    def _salt(self) -> str:
+        """The passphrase salt the stack was created with, as its checkpoint records it."""
+        checkpoint = json.loads(self.stack_file().read_text()).get("checkpoint") or {}
+        provider = (checkpoint.get("latest") or {}).get("secrets_providers") or {}
+        return (provider.get("state") or {}).get("salt", "")
+
+    def laid(self) -> dict[str, Any]:
+        return (yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else None) or {}
+
+    def lay(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
+        """The config file = CONFIG (every key but its secrets block) plus the secrets set here before;
+        then each of SECRETS (name → value) that is new or changed this session is set through the CLI."""
+        self.ensure()
+        kept = self.laid()
+        wanted = {k: v for k, v in config.items() if k != SECRETS_KEY}
+        # Only values encrypted here can be read: the mapping's own secrets block (the repository's
+        # placeholders) is never copied, those set here before are kept.
+        wanted[SECRETS_KEY] = dict((kept.get("config") or {}).get(SECRETS_KEY) or {})
+        doc = {"encryptionsalt": kept.get("encryptionsalt") or self._salt(), "config": wanted}
+        text = (f"# Laid by tools/pulumi_cli.py for stack {self.stack}: not a file to edit.\n"
+                + yaml.safe_dump(doc, sort_keys=False))
+        if not self.config_file.exists() or self.config_file.read_text() != text:
+            self.config_file.write_text(text)
+        for name, value in (secrets or {}).items():
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            if self._set.get(name) != digest or name not in wanted[SECRETS_KEY]:
+                self.set_secret(name, value)
+                self._set[name] = digest
+
+    def set_secret(self, name: str, value: str) -> None:
+        self.run(["config", "set", "--secret", "--path", f"{SECRETS_KEY}.{name}"], stdin=value)
+
+    def has_secret(self, name: str) -> bool:
+        return name in ((self.laid().get("config") or {}).get(SECRETS_KEY) or {})
+
+    def get(self, key: str, path: bool = True) -> str:
+        return self.run(["config", "get", *(["--path"] if path else []), key]).stdout.rstrip("\n")
+
+    # -- engine operations --------------------------------------------------------------------------
+    def _operation(self, args: list[str], timeout: float | None, stream: bool) -> Update:
+        with tempfile.TemporaryDirectory(prefix="outpost-events-") as tmp:
+            events = Path(tmp) / "events.jsonl"
+            result = self.run([*args, "--event-log", str(events)], capture=not stream, check=False,
+                              timeout=timeout)
+            update = read_events(events) if events.exists() else Update()
+        if result.returncode != 0:
+            raise CliFailed(args, result, update.errors)
+        return update
+
+    def up(self, timeout: float | None = None, stream: bool = False, outputs: bool = True,
+           refresh: bool = False) -> Update:
+        """`pulumi up --yes --skip-preview` (with `--refresh`); with OUTPUTS, each changed Command's
+        stdout and stderr (secret outputs) read back from the state."""
+        update = self._operation(["up", "--yes", "--skip-preview", *(["--refresh"] if refresh else [])],
+                                 timeout, stream)
+        if outputs and update.steps:
+            self.fill_outputs(update.steps)
+        return update
+
+    def destroy(self, timeout: float | None = None, stream: bool = False) -> Update:
+        return self._operation(["destroy", "--yes", "--skip-preview"], timeout, stream)
+
+    def preview(self, diff: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return self.run(["preview", *(["--diff"] if diff else [])], check=False, timeout=timeout)
+
+    def export(self, show_secrets: bool = False) -> dict[str, Any]:
+        args = ["stack", "export", *(["--show-secrets"] if show_secrets else [])]
+        return json.loads(self.run(args).stdout)
+
+    def resources(self, show_secrets: bool = False) -> list[dict[str, Any]]:
+        """The state's resources; with SHOW_SECRETS, secret values as plain values."""
+        found = (self.export(show_secrets).get("deployment") or {}).get("resources") or []
+        return [unwrap_secrets(r) for r in found] if show_secrets else found
+
+    def fill_outputs(self, steps: list[Step]) -> None:
+        by_urn_name = {r["urn"].rsplit("::", 1)[-1]: r for r in self.resources(show_secrets=True)}
+        for s in steps:
+            outputs = (by_urn_name.get(s.name) or {}).get("outputs") or {}
+            s.stdout, s.stderr = str(outputs.get("stdout") or ""), str(outputs.get("stderr") or "")
