@@ -13,7 +13,7 @@ Everything machine-specific lives in one state directory:
 of the project: the repository's Pulumi.<stack>.yaml is never touched.
 
 Secrets go to the CLI on stdin only (`pulumi config set --secret`); updates report what the
-engine did, read from its own event log (`--event-log`), never from scraping its display.
+engine did, read from its own event stream (`pulumi up --json`), never from scraping its display.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Step:
 
 @dataclass
 class Update:
-    """What one `pulumi up`/`destroy` did, from the engine's event log."""
+    """What one `pulumi up`/`destroy` did, from the engine's events."""
     steps: list[Step] = field(default_factory=list)
     changes: dict[str, int] = field(default_factory=dict)    # the summary's resourceChanges
     errors: list[str] = field(default_factory=list)          # error diagnostics, each with its resource
@@ -73,11 +73,11 @@ class Update:
         return sum(n for op, n in self.changes.items() if op in CHANGES)
 
 
-def read_events(path: Path) -> Update:
-    """An Update from the JSON lines of `--event-log PATH`."""
+def read_events(lines: list[str]) -> Update:
+    """An Update from the engine's events, one JSON object per line (`pulumi up --json`)."""
     update, started = Update(), {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
+    for line in lines:
+        if not line.startswith("{"):
             continue
         event = json.loads(line)
         if "resourcePreEvent" in event:
@@ -214,11 +214,19 @@ class StackCli:
 
     # -- engine operations --------------------------------------------------------------------------
     def _operation(self, args: list[str], timeout: float | None, stream: bool) -> Update:
-        with tempfile.TemporaryDirectory(prefix="outpost-events-") as tmp:
-            events = Path(tmp) / "events.jsonl"
-            result = self.run([*args, "--event-log", str(events)], capture=not stream, check=False,
-                              timeout=timeout)
-            update = read_events(events) if events.exists() else Update()
+        """An update: its events read from `--json` (the engine's event stream, one JSON object a
+        line); with STREAM, the CLI's own display goes to the terminal and the summary is read from
+        the stack's history afterwards."""
+        if stream:
+            result = self.run(args, capture=False, check=False, timeout=timeout)
+            update = Update()
+            history = self.run(["stack", "history", "--json", "--page-size", "1"], check=False)
+            if history.returncode == 0 and history.stdout.strip().startswith("["):
+                last = (json.loads(history.stdout) or [{}])[0]
+                update.changes = dict(last.get("resourceChanges") or {})
+        else:
+            result = self.run([*args, "--json"], check=False, timeout=timeout)
+            update = read_events(result.stdout.splitlines())
         if result.returncode != 0:
             raise CliFailed(args, result, update.errors)
         return update
