@@ -12,47 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .model import Stack
+from .reserved import FORBIDDEN_IN_HOME, FORBIDDEN_TARGETS, RESERVED, SYSTEM_ACCOUNTS
 
 Problem = tuple[str, str]
-
-# Accounts a Debian host (12/13) has or gets from the packages outpost installs: base-passwd's
-# static users, the system users of systemd, OpenSSH, podman, the proxies and common daemons.
-# A service may not run as one of them, and the admin may not be one either (root above all).
-SYSTEM_ACCOUNTS = frozenset({
-    # base-passwd
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
-    "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup",
-    # systemd and its helpers
-    "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-journal",
-    "systemd-journal-remote", "systemd-coredump", "systemd-oom", "messagebus", "polkitd",
-    # what outpost and its packages bring
-    "sshd", "caddy", "haproxy", "nginx", "containers", "dnsmasq", "tss", "uuidd", "tcpdump",
-    "avahi", "avahi-autoipd", "colord", "statd", "postfix", "ntp", "ntpsec", "chrony", "unbound",
-    "redis", "postgres", "mysql", "sudo", "admin", "operator", "adm", "staff", "users", "wheel",
-    "shadow", "utmp", "tty", "disk", "kmem", "dialout", "cdrom", "floppy", "audio", "video",
-    "plugdev", "netdev", "input", "render", "sgx", "kvm", "ssh", "crontab", "src", "voice", "fax",
-    "tape", "sasl", "debian", "ubuntu", "cloud-user", "systemd-timesyncd",
-})
-
-# Where a file from `secret_files` or `artifacts` may never go: root's own controls (sudo, sshd,
-# PAM, the account databases, cron), every directory systemd or podman read units from, and the
-# agent's own program and state. A path equal to one of these or below it is refused.
-FORBIDDEN_TARGETS = (
-    "/etc/sudoers.d", "/etc/sudoers",
-    "/etc/ssh", "/root",
-    "/etc/pam.d", "/etc/security", "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow",
-    "/etc/subuid", "/etc/subgid", "/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly",
-    "/etc/cron.weekly", "/etc/cron.monthly", "/etc/crontab", "/var/spool/cron",
-    "/etc/ld.so.preload", "/etc/ld.so.conf.d", "/etc/profile.d", "/etc/environment",
-    "/etc/apt", "/etc/modprobe.d", "/etc/polkit-1",
-    # unit directories (system, user, generators, quadlets)
-    "/etc/systemd", "/run/systemd", "/lib/systemd", "/usr/lib/systemd", "/usr/local/lib/systemd",
-    "/etc/containers", "/usr/share/containers", "/usr/lib/containers",
-    # the agent and its state
-    "/usr/local/lib/outpost", "/var/lib/outpost", "/etc/outpost",
-)
-# Below any home directory: the user's own unit directories (the admin's home is refused whole).
-FORBIDDEN_IN_HOME = (".config/systemd", ".config/containers", ".local/share/systemd")
 
 # One rollout restarts replicas one at a time while it holds the host's apply lock.
 MAX_REPLICAS = 16
@@ -89,8 +51,7 @@ def _accounts(stack: Stack) -> Iterator[Problem]:
                              "turns root logins off; use a name of its own like admin")
     elif admin in SYSTEM_ACCOUNTS - {"admin"}:
         yield "admin.user", f"{admin!r} is a system account of the host; pick a login name of its own like admin"
-    from .checks import RESERVED   # a service *named* like a host account is reported there already
-
+    # a service *named* like a host account (RESERVED) is reported by checks.py already
     for name, svc in stack.services.items():
         user = stack.service_user(name)
         if not svc.user and (name in RESERVED or name == admin):
@@ -101,7 +62,7 @@ def _accounts(stack: Stack) -> Iterator[Problem]:
             yield where, f"{what} {user!r} is the admin user; a service runs as an account of its own"
         elif user in SYSTEM_ACCOUNTS:
             yield where, (f"{what} {user!r} is an existing system account (see SYSTEM_ACCOUNTS in "
-                          "components/config/takeover.py); outpost would take it over: give the service a user: of its own")
+                          "components/config/reserved.py); outpost would take it over: give the service a user: of its own")
 
 
 def _targets(stack: Stack) -> Iterator[Problem]:

@@ -49,6 +49,7 @@ import jinja2
 from ..config.model import Service, Stack
 from ..config.problem import KeyProblem
 from ..config.repository import repo_file
+from ..config.reserved import RESERVED_NAMES, RESERVED_PREFIXES
 from ..config.timespan import parse_timespan
 from .base import AGENT_PATH
 from .manifest import File, Manifest, Unit, User, secret_ref
@@ -71,14 +72,6 @@ DEFAULT_HEALTH = {"interval": 2, "timeout": 1, "retries": 20}
 # The manifest, its restart groups and units are named after services: the agent accepts
 # [a-z0-9][a-z0-9-]* there (no '_').
 SERVICE_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
-# Units of the host that a service's unit of the same name would shadow in /etc/systemd/system.
-RESERVED_NAMES = frozenset({
-    "ssh", "sshd", "caddy", "haproxy", "nginx", "podman", "podman-auto-update", "dbus", "cron",
-    "getty", "networking", "user", "default", "multi-user", "sockets", "timers", "basic", "sysinit",
-    "network", "network-online", "unattended-upgrades", "apt-daily", "wg-quick", "restic", "init",
-})
-RESERVED_PREFIXES = ("systemd-", "outpost-", "user-", "podman-")
-
 # Process services: every sandbox setting that doesn't get in the way of a network daemon.
 HARDENING = [
     "NoNewPrivileges=yes",
