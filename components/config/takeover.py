@@ -3,8 +3,9 @@
 The agent runs as root: a service whose `user:` names an account the host already has would make
 outpost chown files to (and later lock or delete) that account; a `secret_files` or `artifacts`
 target under /etc/sudoers.d, a unit directory or /etc/ssh would hand whoever controls that value
-root on the host; two manifests writing one path would undo each other on every apply, and removing
-one would delete the other's file. Pure: every rule yields (key path, message).
+root on the host. Pure: every rule yields (key path, message). (Two manifests writing one path,
+which needs the rendered stack, is `path_clashes` in components/load.py; the names and paths
+themselves are in reserved.py.)
 """
 
 from __future__ import annotations
@@ -86,44 +87,3 @@ def _replicas(stack: Stack) -> Iterator[Problem]:
         if len(svc.replicas) > MAX_REPLICAS:
             yield f"services.{name}.replicas", (f"{len(svc.replicas)} replicas; at most {MAX_REPLICAS} (a rollout restarts "
                                                 "them one at a time while it holds the host's apply lock)")
-
-
-def path_clashes(stack: Stack) -> Iterator[Problem]:
-    """Two manifests on one host writing one path (or one manifest writing it twice). Renders the
-    stack, so `parse` runs it last, once every other rule and the renderers passed. Files several
-    manifests ship byte for byte alike (the shared litestream scripts) are not a clash."""
-    from ..render import render_stack   # the render layer imports the config layer: import late
-
-    for host, manifests in render_stack(stack).items():
-        seen: dict[str, tuple[str, object]] = {}
-        for manifest in manifests:
-            for f in manifest.files:
-                first = seen.get(f.path)
-                if first is None:
-                    seen[f.path] = (manifest.name, f)
-                    continue
-                other, other_file = first
-                if other != manifest.name and other_file == f:
-                    continue
-                mine, theirs = _key_for(stack, manifest.name, f.path), _key_for(stack, other, f.path)
-                where = mine if mine.startswith("services.") or not theirs.startswith("services.") else theirs
-                owners = (f"manifest {other} writes it too" if other != manifest.name
-                          else "it is written twice by this service")
-                yield where, f"{f.path} on host {host!r}: {owners}; each path has one owner: move one of them"
-
-
-def _key_for(stack: Stack, manifest: str, path: str) -> str:
-    if manifest.startswith("svc-"):
-        name = manifest[4:]
-        svc = stack.services.get(name)
-        if svc is not None:
-            if path in svc.secret_files:
-                return f"services.{name}.secret_files.{path}"
-            if svc.process and path in svc.process.artifacts:
-                return f"services.{name}.process.artifacts.{path}"
-            return f"services.{name}"
-    if manifest.startswith("backup-") and manifest[7:] in stack.backups:
-        return f"backups.{manifest[7:]}"
-    if manifest == "proxy":
-        return "proxy"
-    return f"hosts ({manifest})"

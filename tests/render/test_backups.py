@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render import RENDERERS, render_host
 from components.render.backups import (LITESTREAM, LITESTREAM_BUILDS, LITESTREAM_INSTALLER,
                                        LITESTREAM_RUNNER, backup_manifests)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render import render_host
 from components.render.manifest import File, Manifest
 from components.render.services import HARDENING, service_manifests
