@@ -16,7 +16,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .spec import DEFAULT_LOCK_MODE, BucketError, noncurrent_days
 
-
 LIFECYCLE_RULE_ID = "outpost-expire"
 _NOT_FOUND_CODES = {"404", "NoSuchBucket", "NotFound"}
 _NO_LOCK_CODES = {

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 DEFAULT_LOCK_MODE = "GOVERNANCE"
 SECRET_INPUTS = ("access_key", "secret_key")

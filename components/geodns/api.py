@@ -13,7 +13,6 @@ from typing import Any
 
 from .model import ApiError, GeoDNSError
 
-
 HTTP_TIMEOUT = 30
 
 

@@ -13,7 +13,6 @@ from .api import HttpApi
 from .model import (CONTINENT_POINTS, CONTINENTS, ApiError, GeoDNSError, GeoRecordSpec, _as_int,
                     _country, _parse_pool_note, _pool_note, _sorted_addresses)
 
-
 BUNNY_TYPES = {"A": 0, "AAAA": 1}
 BUNNY_GEOLOCATION = 2  # SmartRoutingType: 0 None, 1 Latency, 2 Geolocation
 BUNNY_MONITOR = {"none": 0, "ping": 1, "http": 2}  # MonitorType

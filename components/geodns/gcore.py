@@ -12,7 +12,6 @@ from .api import HttpApi, _quote
 from .model import (ApiError, GeoDNSError, GeoRecordSpec, _as_int, _parse_pool_note, _pool_note,
                     _split_codes)
 
-
 GCORE_PICKERS = ({"type": "geodns", "strict": False}, {"type": "default", "strict": False})
 GCORE_CHECK_FREQUENCY = 30
 GCORE_CHECK_TIMEOUT = 5

@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from pulumi.output import Unknown
 
-
 PROVIDERS = ("gcore", "bunny")
 DEFAULT_API_URLS = {"gcore": "https://api.gcore.com/dns", "bunny": "https://api.bunny.net"}
 RECORD_TYPES = ("A", "AAAA")

@@ -1,4 +1,4 @@
-"""Golden tests for the backup renderer (components/render/backups.py).
+"""Golden tests for the backup renderer (components/render/backups/).
 
 Each case in CASES renders one host's `backup-*` manifests to tests/render/golden/backups/<case>/:
 every file at its host path, FILES (mode owner group path) and PLAN (packages, units, restart
