@@ -202,10 +202,10 @@ def test_local_image_is_built_first_and_fails_the_apply_before_replicas():
 
 
 def test_build_inputs_digest_changes_with_the_files(monkeypatch, tmp_path):
-    from components.render import services
+    from components.render.services import container   # where the image's build inputs are read
     before = files_of("local", "vm")["/home/hello/.config/systemd/user/hello-image.service"].content
-    original = services.repo_bytes
-    monkeypatch.setattr(services, "repo_bytes", lambda rel, what: (b"changed", False)
+    original = container.repo_bytes
+    monkeypatch.setattr(container, "repo_bytes", lambda rel, what: (b"changed", False)
                         if rel.endswith("hello.py") else original(rel, what))
     after = next(f for m in service_manifests(stack("local"), "vm") for f in m.files
                  if f.path.endswith("/hello-image.service")).content
