@@ -101,20 +101,19 @@ def create_bucket(
     so a retry does not trip over a half-made bucket."""
     # Refuse to adopt: AWS us-east-1 answers 200 to re-creating a bucket you own, and adopting one
     # would let a later destroy delete a bucket this stack never made.
-    try:
-        client.head_bucket(Bucket=name)
-        exists = True
-    except ClientError as exc:
-        if _error_code(exc) in ("403", "AccessDenied", "Forbidden"):
-            raise BucketError(
-                f"bucket name {name!r} is taken by another account on this endpoint; "
-                "bucket names are global, choose another"
-            ) from None
-        if _error_code(exc) not in _NOT_FOUND_CODES:
-            raise BucketError(f"create bucket {name!r} failed: {_describe(exc)}") from None
-        exists = False
-    except BotoCoreError as exc:
-        raise BucketError(f"create bucket {name!r} failed: {_describe(exc)}") from None
+    with _s3("create", name):
+        try:
+            client.head_bucket(Bucket=name)
+            exists = True
+        except ClientError as exc:
+            if _error_code(exc) in ("403", "AccessDenied", "Forbidden"):
+                raise BucketError(
+                    f"bucket name {name!r} is taken by another account on this endpoint; "
+                    "bucket names are global, choose another"
+                ) from None
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise
+            exists = False
     if exists:
         raise BucketError(
             f"bucket {name!r} already exists and belongs to these credentials; import it "
@@ -126,29 +125,28 @@ def create_bucket(
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     if object_lock_days is not None:
         kwargs["ObjectLockEnabledForBucket"] = True
-    try:
-        client.create_bucket(**kwargs)
-    except ClientError as exc:
-        code = _error_code(exc)
-        if code == "BucketAlreadyOwnedByYou":
-            raise BucketError(
-                f"bucket {name!r} already exists and belongs to these credentials; import it "
-                f"(pulumi import) or delete it before creating it here"
-            ) from None
-        if code == "BucketAlreadyExists":
-            raise BucketError(
-                f"bucket name {name!r} is taken by another account on this endpoint; "
-                "bucket names are global, choose another"
-            ) from None
-        if "LocationConstraint" in code:
-            raise BucketError(
-                f"create bucket {name!r} failed: the endpoint rejected region {region!r} as "
-                f"LocationConstraint ({_describe(exc)}); set region to the endpoint's own region "
-                "name (e.g. hel1, fr-par), or us-east-1 for servers without regions"
-            ) from None
-        raise BucketError(f"create bucket {name!r} failed: {_describe(exc)}") from None
-    except BotoCoreError as exc:
-        raise BucketError(f"create bucket {name!r} failed: {_describe(exc)}") from None
+    with _s3("create", name):
+        try:
+            client.create_bucket(**kwargs)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "BucketAlreadyOwnedByYou":
+                raise BucketError(
+                    f"bucket {name!r} already exists and belongs to these credentials; import it "
+                    f"(pulumi import) or delete it before creating it here"
+                ) from None
+            if code == "BucketAlreadyExists":
+                raise BucketError(
+                    f"bucket name {name!r} is taken by another account on this endpoint; "
+                    "bucket names are global, choose another"
+                ) from None
+            if "LocationConstraint" in code:
+                raise BucketError(
+                    f"create bucket {name!r} failed: the endpoint rejected region {region!r} as "
+                    f"LocationConstraint ({_describe(exc)}); set region to the endpoint's own region "
+                    "name (e.g. hel1, fr-par), or us-east-1 for servers without regions"
+                ) from None
+            raise
 
     try:
         if versioning:
@@ -183,19 +181,18 @@ def read_bucket(client: Any, name: str) -> dict[str, Any]:
         "expire_days": None,
         "noncurrent_expire_days": None,
     }
-    try:
-        client.head_bucket(Bucket=name)
-    except ClientError as exc:
-        if _error_code(exc) in _NOT_FOUND_CODES:
-            return state
-        if _error_code(exc) in ("403", "AccessDenied", "Forbidden"):
-            raise BucketError(
-                f"read bucket {name!r} failed: access denied; the credentials cannot see this "
-                "bucket (it may belong to another account)"
-            ) from None
-        raise BucketError(f"read bucket {name!r} failed: {_describe(exc)}") from None
-    except BotoCoreError as exc:
-        raise BucketError(f"read bucket {name!r} failed: {_describe(exc)}") from None
+    with _s3("read", name):
+        try:
+            client.head_bucket(Bucket=name)
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND_CODES:
+                return state
+            if _error_code(exc) in ("403", "AccessDenied", "Forbidden"):
+                raise BucketError(
+                    f"read bucket {name!r} failed: access denied; the credentials cannot see this "
+                    "bucket (it may belong to another account)"
+                ) from None
+            raise
     state["exists"] = True
 
     with _s3("read versioning of", name):
@@ -203,14 +200,13 @@ def read_bucket(client: Any, name: str) -> dict[str, Any]:
     state["versioning_status"] = status
     state["versioning"] = status == "Enabled"
 
-    try:
-        lock = client.get_object_lock_configuration(Bucket=name).get("ObjectLockConfiguration", {})
-    except ClientError as exc:
-        if _error_code(exc) not in _NO_LOCK_CODES:
-            raise BucketError(f"read Object Lock of bucket {name!r} failed: {_describe(exc)}") from None
-        lock = {}
-    except BotoCoreError as exc:
-        raise BucketError(f"read Object Lock of bucket {name!r} failed: {_describe(exc)}") from None
+    with _s3("read Object Lock of", name):
+        try:
+            lock = client.get_object_lock_configuration(Bucket=name).get("ObjectLockConfiguration", {})
+        except ClientError as exc:
+            if _error_code(exc) not in _NO_LOCK_CODES:
+                raise
+            lock = {}
     state["object_lock_enabled"] = lock.get("ObjectLockEnabled") == "Enabled"
     retention = lock.get("Rule", {}).get("DefaultRetention") or {}
     if retention:
@@ -220,14 +216,13 @@ def read_bucket(client: Any, name: str) -> dict[str, Any]:
             days = int(retention["Years"]) * 365
         state["object_lock_days"] = days
 
-    try:
-        rules = client.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", [])
-    except ClientError as exc:
-        if _error_code(exc) not in _NO_LIFECYCLE_CODES:
-            raise BucketError(f"read lifecycle of bucket {name!r} failed: {_describe(exc)}") from None
-        rules = []
-    except BotoCoreError as exc:
-        raise BucketError(f"read lifecycle of bucket {name!r} failed: {_describe(exc)}") from None
+    with _s3("read lifecycle of", name):
+        try:
+            rules = client.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", [])
+        except ClientError as exc:
+            if _error_code(exc) not in _NO_LIFECYCLE_CODES:
+                raise
+            rules = []
     for rule in rules:
         if rule.get("ID") == LIFECYCLE_RULE_ID and rule.get("Status") == "Enabled":
             state["expire_days"] = rule.get("Expiration", {}).get("Days")
@@ -337,13 +332,12 @@ def delete_bucket(client: Any, name: str, *, force_destroy: bool = False) -> Non
         empty_bucket(client, name, bypass_governance=state["object_lock_enabled"])
     elif not is_empty(client, name):
         raise BucketError(not_empty)
-    try:
-        client.delete_bucket(Bucket=name)
-    except ClientError as exc:
-        if _error_code(exc) in _NOT_FOUND_CODES:
-            return
-        if _error_code(exc) == "BucketNotEmpty":
-            raise BucketError(not_empty) from None
-        raise BucketError(f"delete bucket {name!r} failed: {_describe(exc)}") from None
-    except BotoCoreError as exc:
-        raise BucketError(f"delete bucket {name!r} failed: {_describe(exc)}") from None
+    with _s3("delete", name):
+        try:
+            client.delete_bucket(Bucket=name)
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND_CODES:
+                return
+            if _error_code(exc) == "BucketNotEmpty":
+                raise BucketError(not_empty) from None
+            raise
