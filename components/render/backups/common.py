@@ -12,7 +12,7 @@ import shlex
 from ...config.model import Backup, Bucket, Stack
 from ..restore import owners, restore_unit_name
 from ..secret_values import systemd_env_inner
-from ..systemd import single_line
+from ..systemd import SANDBOX, SYSCALL_FILTER, single_line
 
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_DIR = "/etc/outpost/backup"
@@ -28,29 +28,9 @@ HARDENING = [
     "PrivateTmp=yes",
     "PrivateDevices=yes",
     "PrivateMounts=yes",
-    "ProtectKernelTunables=yes",
-    "ProtectKernelModules=yes",
-    "ProtectKernelLogs=yes",
-    "ProtectControlGroups=yes",
-    "ProtectClock=yes",
-    "ProtectHostname=yes",
-    "ProtectProc=invisible",
-    "ProcSubset=pid",
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-    "RestrictNamespaces=yes",
-    "RestrictRealtime=yes",
-    "RestrictSUIDSGID=yes",
-    "LockPersonality=yes",
-    "MemoryDenyWriteExecute=yes",
-    "RemoveIPC=yes",
-    "DevicePolicy=closed",
-    "KeyringMode=private",
-    "UMask=0077",
+    *SANDBOX,
     "AmbientCapabilities=",
-    "SystemCallArchitectures=native",
-    "SystemCallFilter=@system-service",
-    "SystemCallFilter=~@privileged @resources",
-    "SystemCallErrorNumber=EPERM",
+    *SYSCALL_FILTER,
 ]
 # The automatic restore writes the restored paths anywhere outside /usr, /boot and /etc, with their
 # owners and modes, and chowns them: the shared sandbox without the read-only view of the host,
@@ -128,6 +108,34 @@ with open(path, encoding="utf-8") as lines:
         env[key] = "".join(out)
 os.execvpe(argv[0], argv, env)
 """
+# The restore scripts' options: --auto, --target PATH (--target=PATH), -h; the first other option
+# and everything after it go to the tool; a plain word names what to restore (the script's
+# POSITIONAL variable). EXTRA: the script's own cases, before these.
+RESTORE_OPTIONS = """\
+while [ $# -gt 0 ]; do
+    case $1 in
+{extra}        --auto) auto=1 ;;
+        --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
+        --target=*) target=${{1#--target=}} ;;
+        -h|--help) usage ;;
+        -*) break ;;
+        *) {positional}=$1 ;;
+    esac
+    shift
+done"""
+
+
+def restore_options(positional: str, extra: str = "") -> str:
+    return RESTORE_OPTIONS.format(positional=positional, extra=extra)
+
+
+def with_env(env_path: str) -> str:
+    """The restore scripts' `with_env COMMAND ...`: COMMAND with the settings of the env file at
+    ENV_PATH (ENV_LOADER reads it)."""
+    return ("# The env file holds secrets: it is read as data (the way systemd reads it), never sourced.\n"
+            f"with_env() {{\n    python3 -c {shlex.quote(ENV_LOADER)} {shlex.quote(env_path)} \"$@\"\n}}")
+
+
 # Shared by both restore scripts' --auto mode. Empty: missing, an empty directory or a 0-byte file
 # (a symlink is never empty). A path reached through a symlink is refused: a service user could
 # have planted it to make root write elsewhere.

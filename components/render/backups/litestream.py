@@ -13,8 +13,9 @@ from ...config.problem import KeyProblem
 from ..manifest import File, Manifest, Unit, secret_ref
 from ..restore import restore_parts
 from ..systemd import exec_line, single_line, unit_text
-from .common import (AUTO_COMMON, CONFIG_DIR, ENV_LOADER, HARDENING, RESTORE_HARDENING, UNIT_DIR, endpoint_of,
-                     env_value, header, owner_cases, paths_of, restore_dependency, restore_path)
+from .common import (AUTO_COMMON, CONFIG_DIR, HARDENING, RESTORE_HARDENING, UNIT_DIR, endpoint_of,
+                     env_value, header, owner_cases, paths_of, restore_dependency, restore_options, restore_path,
+                     with_env)
 
 LITESTREAM_VERSION = "0.5.17"
 LITESTREAM_INSTALLER = "/usr/local/lib/outpost/litestream-install"
@@ -231,17 +232,7 @@ dbs={dbs}
 db=
 target=
 auto=
-while [ $# -gt 0 ]; do
-    case $1 in
-        --auto) auto=1 ;;
-        --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
-        --target=*) target=${{1#--target=}} ;;
-        -h|--help) usage ;;
-        -*) break ;;
-        *) db=$1 ;;
-    esac
-    shift
-done
+{options}
 if [ -n "$db" ]; then
     case " $dbs " in
         *" $db "*) ;;
@@ -253,10 +244,7 @@ elif [ -n "$target" ]; then
     esac
 fi
 {installer}
-# The env file holds secrets: it is read as data (the way systemd reads it), never sourced.
-with_env() {{
-    python3 -c {loader} {env} "$@"
-}}
+{with_env}
 restore() {{
     from=$1
     out=${{2:-$1}}
@@ -322,8 +310,8 @@ def litestream_restore(stack: Stack, name: str, backup: Backup, *, env_path: str
     return LITESTREAM_RESTORE.format(
         name=name, bucket=backup.bucket, script=script, dbs_text=" ".join(dbs), auto=auto.rstrip("\n"),
         config=shlex.quote(litestream_config_path(name)), dbs=shlex.quote(" ".join(dbs)),
-        env=shlex.quote(env_path or litestream_env_path(name)), installer=shlex.quote(LITESTREAM_INSTALLER),
-        litestream=shlex.quote(LITESTREAM), loader=shlex.quote(ENV_LOADER))
+        with_env=with_env(env_path or litestream_env_path(name)), installer=shlex.quote(LITESTREAM_INSTALLER),
+        litestream=shlex.quote(LITESTREAM), options=restore_options("db"))
 
 
 def litestream_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:

@@ -11,8 +11,9 @@ from ...config.model import Backup, Stack
 from ..manifest import File, Manifest, Unit, secret_ref
 from ..restore import restore_parts
 from ..systemd import exec_line, exec_word, unit_text
-from .common import (AUTO_COMMON, CONFIG_DIR, ENV_LOADER, HARDENING, RESTORE_HARDENING, UNIT_DIR, endpoint_of,
-                     env_value, header, owner_cases, paths_of, restore_dependency, restore_path)
+from .common import (AUTO_COMMON, CONFIG_DIR, HARDENING, RESTORE_HARDENING, UNIT_DIR, endpoint_of,
+                     env_value, header, owner_cases, paths_of, restore_dependency, restore_options, restore_path,
+                     with_env)
 
 CACHE_PREFIX = "outpost-backup-"            # CacheDirectory= → /var/cache/outpost-backup-<name>
 RANDOMIZED_DELAY = "30min"
@@ -141,22 +142,8 @@ snapshot=latest
 target=/
 list=
 auto=
-while [ $# -gt 0 ]; do
-    case $1 in
-        --list) list=1 ;;
-        --auto) auto=1 ;;
-        --target) [ $# -ge 2 ] || usage; target=$2; shift ;;
-        --target=*) target=${{1#--target=}} ;;
-        -h|--help) usage ;;
-        -*) break ;;
-        *) snapshot=$1 ;;
-    esac
-    shift
-done
-# The env file holds secrets: it is read as data (the way systemd reads it), never sourced.
-with_env() {{
-    python3 -c {loader} {env} "$@"
-}}
+{options}
+{with_env}
 {auto}
 if [ -n "$list" ]; then
     with_env {restic} snapshots
@@ -266,8 +253,9 @@ def restic_restore(stack: Stack, name: str, backup: Backup, *, env_path: str | N
     auto = RESTIC_AUTO.format(script=script, restic=shlex.quote(RESTIC), owner_cases=owner_cases(stack, name),
                               paths=" ".join(shlex.quote(p) for p in paths_of(backup, name)))
     return RESTIC_RESTORE.format(name=name, repository=restic_repository(stack, name, backup), auto=auto.rstrip("\n"),
-                                 script=script, env=shlex.quote(env_path or restic_env_path(name)),
-                                 restic=shlex.quote(RESTIC), loader=shlex.quote(ENV_LOADER))
+                                 script=script, restic=shlex.quote(RESTIC),
+                                 with_env=with_env(env_path or restic_env_path(name)),
+                                 options=restore_options("snapshot", "        --list) list=1 ;;\n"))
 
 
 def restic_manifest(stack: Stack, name: str, backup: Backup) -> Manifest:

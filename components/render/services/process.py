@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ...config.model import Service, Stack
 from ..manifest import File, Manifest, Unit, User
-from ..systemd import env_assignment, exec_line, split_command, unit_text
+from ..systemd import SANDBOX, SYSCALL_FILTER, env_assignment, exec_line, split_command, unit_text
 from .common import (DEFAULT_HEALTH, PROCESS_PLACE, SYSTEM_UNIT_DIR, Parts, after_success_units, finish, home,
                      job_parts, limit_lines, render, repo_bytes, secret_parts, service_group)
 
@@ -18,30 +18,10 @@ HARDENING = [
     "PrivateTmp=yes",
     "PrivateDevices=yes",
     "PrivateUsers=yes",
-    "ProtectKernelTunables=yes",
-    "ProtectKernelModules=yes",
-    "ProtectKernelLogs=yes",
-    "ProtectControlGroups=yes",
-    "ProtectClock=yes",
-    "ProtectHostname=yes",
-    "ProtectProc=invisible",
-    "ProcSubset=pid",
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-    "RestrictNamespaces=yes",
-    "RestrictRealtime=yes",
-    "RestrictSUIDSGID=yes",
-    "LockPersonality=yes",
-    "MemoryDenyWriteExecute=yes",
-    "RemoveIPC=yes",
-    "DevicePolicy=closed",
-    "KeyringMode=private",
-    "UMask=0077",
+    *SANDBOX,
     "CapabilityBoundingSet=",
     "AmbientCapabilities=",
-    "SystemCallArchitectures=native",
-    "SystemCallFilter=@system-service",
-    "SystemCallFilter=~@privileged @resources",
-    "SystemCallErrorNumber=EPERM",
+    *SYSCALL_FILTER,
 ]
 
 
