@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import jinja2
 
 from ...config.model import Service, Stack
 from ...config.problem import KeyProblem
 from ...config.repository import repo_file
 from ...config.timespan import parse_timespan
+from .. import templates
 from ..base import AGENT_PATH
 from ..manifest import File, Manifest, Unit, secret_ref
 from ..systemd import exec_line, single_line, unit_text
-
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "files" / "templates" / "services"
@@ -41,16 +38,8 @@ def _finalize(value: object) -> object:
     return single_line(value, "rendered value")
 
 
-@lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                              undefined=jinja2.StrictUndefined, autoescape=False,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                              finalize=_finalize)
-
-
 def render(template: str, **context: Any) -> str:
-    return _env().get_template(template).render(**context)
+    return templates.render(TEMPLATES, _finalize, template, **context)
 
 
 @dataclass(frozen=True)
