@@ -293,6 +293,16 @@ def _name_problems(props: Mapping[str, Any]) -> list[tuple[str, str]]:
     return failures
 
 
+def _listed(value: Any, key: str, empty: str) -> tuple[list[Any], list[tuple[str, str]]]:
+    """One pool's list under KEY: (its items, no problem); nothing to check yet while the engine
+    does not know it; ([], [(KEY, EMPTY)]) when it is not a non-empty list."""
+    if _contains_unknown(value):
+        return [], []
+    if not isinstance(value, (list, tuple)) or not value:
+        return [], [(key, empty)]
+    return list(value), []
+
+
 def _pool_problems(pools: Any, rtype: Optional[str]) -> list[tuple[str, str]]:
     if _is_unknown(pools):
         return []
@@ -301,11 +311,8 @@ def _pool_problems(pools: Any, rtype: Optional[str]) -> list[tuple[str, str]]:
     failures: list[tuple[str, str]] = []
     owner: dict[str, str] = {}
     for pool, addrs in pools.items():
-        if _contains_unknown(addrs):
-            continue
-        if not isinstance(addrs, (list, tuple)) or not addrs:
-            failures.append(("pools", f"pool {pool!r} must list at least one address"))
-            continue
+        addrs, problems = _listed(addrs, "pools", f"pool {pool!r} must list at least one address")
+        failures += problems
         for raw in addrs:
             try:
                 addr = _address(raw, rtype)
@@ -329,11 +336,9 @@ def _rule_problems(rules: Any, pools: Any) -> list[tuple[str, str]]:
     for pool, codes in rules.items():
         if isinstance(pools, Mapping) and pool not in pools:
             failures.append(("rules", f"rule for pool {pool!r}, which is not in pools ({', '.join(map(str, pools))})"))
-        if _contains_unknown(codes):
-            continue
-        if not isinstance(codes, (list, tuple)) or not codes:
-            failures.append(("rules", f"rule for pool {pool!r} must list at least one continent or country code"))
-            continue
+        codes, problems = _listed(codes, "rules",
+                                  f"rule for pool {pool!r} must list at least one continent or country code")
+        failures += problems
         for code in codes:
             if (problem := code_problem(code)) is not None:
                 failures.append(("rules", f"pool {pool!r}: {problem}"))
