@@ -13,7 +13,7 @@
     2 render       components/render: config → the files each host gets, pure
     3 load         components/load.py: a stack checked by the config rules and the renderers
     4 resources    the Pulumi side: components/{stack,hosts,shipping,dns,geodns,buckets,mesh,
-                   certificates,secrets}
+                   certificates,secrets,dynamic}
     5 tooling      what runs the program or talks to hosts: components/{program,plan,diff,
                    __main__}, components/operate
 
@@ -44,7 +44,7 @@ LAYERS = {
     "components.load": 3,
     **dict.fromkeys(("components.stack", "components.hosts", "components.shipping", "components.dns",
                      "components.geodns", "components.buckets", "components.mesh", "components.certificates",
-                     "components.secrets"), 4),
+                     "components.secrets", "components.dynamic"), 4),
     **dict.fromkeys(("components.program", "components.plan", "components.diff", "components.__main__",
                      "components.operate"), 5),
     "components": 0,   # the package's own (empty) __init__

@@ -51,6 +51,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi.dynamic
 
+from ..dynamic import dynamic_child
 from .s3 import (LIFECYCLE_RULE_ID, _describe, create_bucket, delete_bucket, empty_bucket, is_empty,
                  make_client, needs_location_constraint, read_bucket, set_lifecycle, set_object_lock,
                  set_versioning)
@@ -294,28 +295,7 @@ class Bucket(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BucketArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
-        props: dict[str, Any] = {
-            "bucket": args.bucket,
-            "endpoint": args.endpoint,
-            "region": args.region,
-            "access_key": pulumi.Output.secret(args.access_key),
-            "secret_key": pulumi.Output.secret(args.secret_key),
-            "versioning": args.versioning,
-            "object_lock_days": args.object_lock_days,
-            "object_lock_mode": args.object_lock_mode,
-            "expire_days": args.expire_days,
-            "noncurrent_expire_days": args.noncurrent_expire_days,
-            "force_destroy": args.force_destroy,
-        }
-        self.resource = _BucketResource(
-            f"{name}-bucket",
-            props,
-            pulumi.ResourceOptions(
-                parent=self,
-                protect=opts.protect if opts is not None else None,
-                additional_secret_outputs=list(SECRET_INPUTS),
-            ),
-        )
+        self.resource = dynamic_child(_BucketResource, f"{name}-bucket", args, SECRET_INPUTS, self, opts)
         self.bucket = self.resource.bucket
         self.endpoint = self.resource.endpoint
         self.region = self.resource.region

@@ -76,6 +76,7 @@ import pulumi
 import pulumi.dynamic
 from pulumi.runtime.rpc import unwrap_rpc_secret
 
+from ..dynamic import dynamic_child
 from .api import HttpApi, _scrub
 from .bunny import BunnyBackend
 from .gcore import GcoreBackend
@@ -243,28 +244,7 @@ class GeoRecord(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GeoRecordArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
-        props: dict[str, Any] = {
-            "provider": args.provider,
-            "api_url": args.api_url,
-            "token": pulumi.Output.secret(args.token),
-            "zone": args.zone,
-            "name": args.name,
-            "type": args.type,
-            "ttl": args.ttl,
-            "pools": args.pools,
-            "rules": args.rules,
-            "default_pool": args.default_pool,
-            "health": args.health,
-        }
-        self.record_set = _GeoRecordSet(
-            f"{name}-record",
-            props,
-            pulumi.ResourceOptions(
-                parent=self,
-                protect=opts.protect if opts is not None else None,
-                additional_secret_outputs=list(SECRET_KEYS),
-            ),
-        )
+        self.record_set = dynamic_child(_GeoRecordSet, f"{name}-record", args, SECRET_KEYS, self, opts)
         self.fqdn = pulumi.Output.all(self.record_set.zone, self.record_set.name).apply(
             lambda zn: zn[0] if zn[1] == "@" else f"{zn[1]}.{zn[0]}"
         )
