@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,9 +23,9 @@ from components.render.services import HARDENING, service_manifests
 from components.render.services import _seconds as seconds
 from components.render.systemd import env_assignment, exec_word, single_line
 from tests.render.services_cases import (CASES, EDGE, TRICKY_ENV, _base, edge_stack, rendered, stack)
+from tests.render.golden import check_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "services"
-UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
 UNIT_LINE_RE = re.compile(r"^(#.*|\[[A-Za-z-]+\]|[A-Za-z][A-Za-z0-9]*=.*|)$")
 
 
@@ -97,17 +95,7 @@ def unescape_word(word: str) -> str:
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case):
-    tree = golden_tree(case)
-    root = GOLDEN / case
-    if UPDATE:
-        shutil.rmtree(root, ignore_errors=True)
-        for rel, text in tree.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
-    on_disk = {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-    assert sorted(on_disk) == sorted(tree), "files differ; OUTPOST_UPDATE_GOLDEN=1 rewrites the goldens"
-    for rel in tree:
-        assert on_disk[rel] == tree[rel], f"{case}/{rel} differs; OUTPOST_UPDATE_GOLDEN=1 rewrites the goldens"
+    check_golden(golden_tree(case), GOLDEN / case, case)
 
 
 @pytest.mark.parametrize("case", CASES)
