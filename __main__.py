@@ -2,7 +2,8 @@
 
 import pulumi
 
-from components.config import ConfigError, load_pulumi
+from components.config import ConfigError
+from components.load import load_pulumi
 from components.secrets import config_secrets
 from components.stack import Outpost, OutpostArgs
 

@@ -84,7 +84,7 @@ def synthetic_config(hosts: int, services_per_host: int = SERVICES_PER_HOST) -> 
 def measure_one(hosts: int) -> dict:
     """Runs in the child: evaluate once; then time validation + rendering alone."""
     sys.path.insert(0, str(ROOT))
-    from components.config import parse
+    from components.load import parse
     from components.program import run_program
     from components.render import render_stack
     config = synthetic_config(hosts)

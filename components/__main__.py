@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_file
+from .config import ConfigError
+from .load import load_file
 from .program import ROOT
 
 

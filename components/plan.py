@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .config import load_file
+from .load import load_file
 from .program import ROOT, Registered, run_program, stack_config
 from .render import render_stack
 from .render.manifest import File, Manifest

@@ -1,9 +1,11 @@
 """Stack configuration: `Pulumi.<stack>.yaml` (or the Pulumi engine's config) → a validated `Stack`.
 
-`load_file(path)` reads a stack file without Pulumi (for `make plan`); `load_pulumi()` reads the
-running program's config. Both validate the same way and raise `ConfigError` carrying every problem
-as `Pulumi.<stack>.yaml: outpost:<key path>: <what is wrong>`. Secret values never enter the model:
-`Stack.secrets` maps names to None.
+`read_file(path)` reads a stack file without Pulumi (for `make plan`) and `read_pulumi()` the
+running program's config, each as (config mapping, stack name); `validate(config, stack_name)`
+checks it against the model and every rule of this layer and raises `ConfigError` carrying every
+problem as `Pulumi.<stack>.yaml: outpost:<key path>: <what is wrong>`. Secret values never enter
+the model: `Stack.secrets` maps names to None. The rules only a renderer can see come on top of
+these in components/load.py (`parse`, `load_file`, `load_pulumi`), above the render layer.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import hostnames, repository, takeover
+from . import hostnames, repository
 from .checks import check
 from .model import Stack
-from .problem import KeyProblem
 
 NAMESPACE = "outpost"
 
@@ -32,7 +33,9 @@ class ConfigError(Exception):
         self.lines = lines
 
 
-def load_file(path: str | Path) -> Stack:
+def read_file(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The config mapping of a stack file and the stack's name; unreadable YAML or a key written
+    twice is a ConfigError."""
     path = Path(path)
     stack_name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     try:
@@ -46,7 +49,7 @@ def load_file(path: str | Path) -> Stack:
     config = (doc.get("config") or {}) if isinstance(doc, dict) else doc  # a file that is a list, a number
     if not isinstance(config, dict):
         raise ConfigError([f"{path.name}: config: must be a mapping of keys like outpost:domain"])
-    return parse(config, stack_name)
+    return config, stack_name
 
 
 def _duplicate_keys(text: str) -> list[tuple[str, str]]:
@@ -78,8 +81,8 @@ def _duplicate_keys(text: str) -> list[tuple[str, str]]:
     return problems
 
 
-def load_pulumi() -> Stack:
-    """The running Pulumi program's `outpost:*` config (values as the engine passes them)."""
+def read_pulumi() -> tuple[dict[str, Any], str]:
+    """The running Pulumi program's config (values as the engine passes them) and stack name."""
     import pulumi
     from pulumi.runtime import config as runtime_config
 
@@ -93,11 +96,12 @@ def load_pulumi() -> Stack:
             except ValueError:
                 pass  # a plain string value such as a domain name
         config[key] = value
-    return parse(config, pulumi.get_stack())
+    return config, pulumi.get_stack()
 
 
-def parse(config: dict[str, Any], stack_name: str) -> Stack:
-    """Validate the `outpost:*` keys of a stack's config mapping (other namespaces are ignored)."""
+def validate(config: dict[str, Any], stack_name: str) -> Stack:
+    """Validate the `outpost:*` keys of a stack's config mapping (other namespaces are ignored)
+    against the model and this layer's rules; the Stack, or a ConfigError with every problem."""
     file = f"Pulumi.{stack_name}.yaml"
     raw: dict[str, Any] = {}
     for key, value in config.items():
@@ -113,37 +117,9 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
         problems = list(dict.fromkeys(_pydantic_problems(exc)))  # a union reports one problem per member
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems]) from None
     problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
-    if not problems:  # the renderers assume a stack that passed every check above
-        problems = render_problems(stack)
-    if not problems:  # and what they render may not have two owners for one path
-        problems = list(takeover.path_clashes(stack))
     if problems:
         raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
     return stack
-
-
-def render_problems(stack: Stack) -> list[tuple[str, str]]:
-    """Run every renderer on every host, as `up` and `make plan` will: the `KeyProblem`s they raise
-    (rules that need the rendered text), each once. Anything else they raise is a bug, not a
-    problem with the stack, and propagates."""
-    # the render layer imports the model: import it late
-    from ..render import RENDERERS
-    from ..render.backups import backup_manifest
-    from ..render.services import service_manifest
-
-    # Each renderer stops at its first problem; rendering each service and backup on its own too
-    # finds the problems of the others.
-    runs = [(renderer, (stack, host)) for host in stack.hosts for renderer in RENDERERS]
-    runs += [(service_manifest, (stack, host, name)) for name, svc in stack.services.items() for host in svc.hosts]
-    runs += [(backup_manifest, (stack, name)) for name in stack.backups]
-    problems: list[tuple[str, str]] = []
-    for run, args in runs:
-        try:
-            run(*args)
-        except KeyProblem as problem:
-            if (problem.key, problem.message) not in problems:
-                problems.append((problem.key, problem.message))
-    return problems
 
 
 # A mapping key written as is in a key path; any other is written ["quoted"] (JSON, ASCII).

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from . import records
 from .calendar import invalid_calendars
 from .model import TLS_WILDCARD_MODES, Stack, covering_wildcard
+from .reserved import RESERVED
 from .takeover import takeover
 
 Problem = tuple[str, str]
@@ -129,11 +130,6 @@ def _services(stack: Stack) -> Iterator[Problem]:
         owner = users.setdefault(user, name)
         if owner != name and stack.services[owner].rootful != svc.rootful:
             yield f"{where}.user", f"user {user!r} is shared with {owner!r}; both must be rootless or both rootful"
-
-
-# Units and users a host already has: a service named like one of them would replace it.
-RESERVED = {"ssh", "sshd", "caddy", "haproxy", "nginx", "podman", "root", "admin", "dbus", "cron",
-            "outpost", "systemd", "wg-quick", "network", "networking", "getty", "user", "default"}
 
 
 def _reserved_names(stack: Stack) -> Iterator[Problem]:

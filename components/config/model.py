@@ -175,16 +175,23 @@ REPO_PATH_RE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._@+=,/-]+$")
 RepoPath = Annotated[str, _matching(REPO_PATH_RE, "a path relative to the repository root like files/demo/hello.py")]
 
 
-def _command_line(value: str) -> str:
-    """A command line outpost splits like a POSIX shell (quotes allowed, no variables or pipes)."""
+def command_words(value: str) -> list[str]:
+    """The words of a command line outpost splits like a POSIX shell (quotes allowed, no variables
+    or pipes); a ValueError saying why when it cannot or there are none."""
     import shlex
-    _no_newline(value)
     try:
         words = shlex.split(value)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a command line outpost can split into words ({exc})") from None
     if not words:
         raise ValueError(f"{value!r} has no words; give a command, or leave the key out")
+    return words
+
+
+def _command_line(value: str) -> str:
+    """A command line outpost splits like a POSIX shell (quotes allowed, no variables or pipes)."""
+    _no_newline(value)
+    command_words(value)
     return value
 
 

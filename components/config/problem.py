@@ -2,9 +2,10 @@
 
 Rules live in the config layer (`model.py`, `checks.py`, `repository.py`) wherever they can. A
 rule that only a renderer can see (it needs the rendered text) raises `KeyProblem(key, message)`
-there; `config.parse` runs every renderer on every host and reports these beside the config
-layer's own problems, as `Pulumi.<stack>.yaml: outpost:<key>: <message>`. Any other exception out
-of a renderer is a bug: the fuzzer in tests/fuzz looks for them.
+there; `parse` (components/load.py, above the render layer) runs every renderer on every host and
+reports these beside the config layer's own problems, as
+`Pulumi.<stack>.yaml: outpost:<key>: <message>`. Any other exception out of a renderer is a bug:
+the fuzzer in tests/fuzz looks for them.
 """
 
 from __future__ import annotations

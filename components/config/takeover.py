@@ -3,8 +3,9 @@
 The agent runs as root: a service whose `user:` names an account the host already has would make
 outpost chown files to (and later lock or delete) that account; a `secret_files` or `artifacts`
 target under /etc/sudoers.d, a unit directory or /etc/ssh would hand whoever controls that value
-root on the host; two manifests writing one path would undo each other on every apply, and removing
-one would delete the other's file. Pure: every rule yields (key path, message).
+root on the host. Pure: every rule yields (key path, message). (Two manifests writing one path,
+which needs the rendered stack, is `path_clashes` in components/load.py; the names and paths
+themselves are in reserved.py.)
 """
 
 from __future__ import annotations
@@ -12,47 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .model import Stack
+from .reserved import FORBIDDEN_IN_HOME, FORBIDDEN_TARGETS, RESERVED, SYSTEM_ACCOUNTS
 
 Problem = tuple[str, str]
-
-# Accounts a Debian host (12/13) has or gets from the packages outpost installs: base-passwd's
-# static users, the system users of systemd, OpenSSH, podman, the proxies and common daemons.
-# A service may not run as one of them, and the admin may not be one either (root above all).
-SYSTEM_ACCOUNTS = frozenset({
-    # base-passwd
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
-    "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup",
-    # systemd and its helpers
-    "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-journal",
-    "systemd-journal-remote", "systemd-coredump", "systemd-oom", "messagebus", "polkitd",
-    # what outpost and its packages bring
-    "sshd", "caddy", "haproxy", "nginx", "containers", "dnsmasq", "tss", "uuidd", "tcpdump",
-    "avahi", "avahi-autoipd", "colord", "statd", "postfix", "ntp", "ntpsec", "chrony", "unbound",
-    "redis", "postgres", "mysql", "sudo", "admin", "operator", "adm", "staff", "users", "wheel",
-    "shadow", "utmp", "tty", "disk", "kmem", "dialout", "cdrom", "floppy", "audio", "video",
-    "plugdev", "netdev", "input", "render", "sgx", "kvm", "ssh", "crontab", "src", "voice", "fax",
-    "tape", "sasl", "debian", "ubuntu", "cloud-user", "systemd-timesyncd",
-})
-
-# Where a file from `secret_files` or `artifacts` may never go: root's own controls (sudo, sshd,
-# PAM, the account databases, cron), every directory systemd or podman read units from, and the
-# agent's own program and state. A path equal to one of these or below it is refused.
-FORBIDDEN_TARGETS = (
-    "/etc/sudoers.d", "/etc/sudoers",
-    "/etc/ssh", "/root",
-    "/etc/pam.d", "/etc/security", "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow",
-    "/etc/subuid", "/etc/subgid", "/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly",
-    "/etc/cron.weekly", "/etc/cron.monthly", "/etc/crontab", "/var/spool/cron",
-    "/etc/ld.so.preload", "/etc/ld.so.conf.d", "/etc/profile.d", "/etc/environment",
-    "/etc/apt", "/etc/modprobe.d", "/etc/polkit-1",
-    # unit directories (system, user, generators, quadlets)
-    "/etc/systemd", "/run/systemd", "/lib/systemd", "/usr/lib/systemd", "/usr/local/lib/systemd",
-    "/etc/containers", "/usr/share/containers", "/usr/lib/containers",
-    # the agent and its state
-    "/usr/local/lib/outpost", "/var/lib/outpost", "/etc/outpost",
-)
-# Below any home directory: the user's own unit directories (the admin's home is refused whole).
-FORBIDDEN_IN_HOME = (".config/systemd", ".config/containers", ".local/share/systemd")
 
 # One rollout restarts replicas one at a time while it holds the host's apply lock.
 MAX_REPLICAS = 16
@@ -89,8 +52,7 @@ def _accounts(stack: Stack) -> Iterator[Problem]:
                              "turns root logins off; use a name of its own like admin")
     elif admin in SYSTEM_ACCOUNTS - {"admin"}:
         yield "admin.user", f"{admin!r} is a system account of the host; pick a login name of its own like admin"
-    from .checks import RESERVED   # a service *named* like a host account is reported there already
-
+    # a service *named* like a host account (RESERVED) is reported by checks.py already
     for name, svc in stack.services.items():
         user = stack.service_user(name)
         if not svc.user and (name in RESERVED or name == admin):
@@ -101,7 +63,7 @@ def _accounts(stack: Stack) -> Iterator[Problem]:
             yield where, f"{what} {user!r} is the admin user; a service runs as an account of its own"
         elif user in SYSTEM_ACCOUNTS:
             yield where, (f"{what} {user!r} is an existing system account (see SYSTEM_ACCOUNTS in "
-                          "components/config/takeover.py); outpost would take it over: give the service a user: of its own")
+                          "components/config/reserved.py); outpost would take it over: give the service a user: of its own")
 
 
 def _targets(stack: Stack) -> Iterator[Problem]:
@@ -125,44 +87,3 @@ def _replicas(stack: Stack) -> Iterator[Problem]:
         if len(svc.replicas) > MAX_REPLICAS:
             yield f"services.{name}.replicas", (f"{len(svc.replicas)} replicas; at most {MAX_REPLICAS} (a rollout restarts "
                                                 "them one at a time while it holds the host's apply lock)")
-
-
-def path_clashes(stack: Stack) -> Iterator[Problem]:
-    """Two manifests on one host writing one path (or one manifest writing it twice). Renders the
-    stack, so `parse` runs it last, once every other rule and the renderers passed. Files several
-    manifests ship byte for byte alike (the shared litestream scripts) are not a clash."""
-    from ..render import render_stack   # the render layer imports the config layer: import late
-
-    for host, manifests in render_stack(stack).items():
-        seen: dict[str, tuple[str, object]] = {}
-        for manifest in manifests:
-            for f in manifest.files:
-                first = seen.get(f.path)
-                if first is None:
-                    seen[f.path] = (manifest.name, f)
-                    continue
-                other, other_file = first
-                if other != manifest.name and other_file == f:
-                    continue
-                mine, theirs = _key_for(stack, manifest.name, f.path), _key_for(stack, other, f.path)
-                where = mine if mine.startswith("services.") or not theirs.startswith("services.") else theirs
-                owners = (f"manifest {other} writes it too" if other != manifest.name
-                          else "it is written twice by this service")
-                yield where, f"{f.path} on host {host!r}: {owners}; each path has one owner: move one of them"
-
-
-def _key_for(stack: Stack, manifest: str, path: str) -> str:
-    if manifest.startswith("svc-"):
-        name = manifest[4:]
-        svc = stack.services.get(name)
-        if svc is not None:
-            if path in svc.secret_files:
-                return f"services.{name}.secret_files.{path}"
-            if svc.process and path in svc.process.artifacts:
-                return f"services.{name}.process.artifacts.{path}"
-            return f"services.{name}"
-    if manifest.startswith("backup-") and manifest[7:] in stack.backups:
-        return f"backups.{manifest[7:]}"
-    if manifest == "proxy":
-        return "proxy"
-    return f"hosts ({manifest})"

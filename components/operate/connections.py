@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import parse
+from ..load import parse
 from ..config.model import Stack
 from ..program import ROOT
 from ..render.base import AGENT_PATH

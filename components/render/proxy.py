@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import jinja2
-
+from . import templates
 from .manifest import Dir, File, secret_ref
 
 KINDS = ("caddy", "haproxy", "nginx")
@@ -123,10 +121,15 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def _matching(value: str, pattern: re.Pattern[str], problem: str) -> str:
+    """VALUE when it is a string PATTERN matches whole; ValueError(PROBLEM) otherwise."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(problem)
+    return value
+
+
 def check_service(name: str) -> str:
-    if not isinstance(name, str) or not SERVICE_RE.fullmatch(name):
-        raise ValueError(f"service name {name!r} must match [a-z][a-z0-9-]* (at most 63 characters)")
-    return name
+    return _matching(name, SERVICE_RE, f"service name {name!r} must match [a-z][a-z0-9-]* (at most 63 characters)")
 
 
 def check_host(host: str) -> str:
@@ -193,9 +196,7 @@ def check_upstream(up: Upstream) -> Upstream:
 
 
 def check_root(root: str) -> str:
-    if not isinstance(root, str) or not ROOT_RE.fullmatch(root):
-        raise ValueError(f"root {root!r} must be '' or an absolute path without spaces or quotes")
-    return root
+    return _matching(root, ROOT_RE, f"root {root!r} must be '' or an absolute path without spaces or quotes")
 
 
 def check_spec(spec: ProxySpec) -> ProxySpec:
@@ -286,16 +287,8 @@ def _safe(value: object) -> object:
     raise ValueError(f"refusing to render {value!r} into a proxy configuration")
 
 
-@lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                              undefined=jinja2.StrictUndefined, autoescape=False,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                              finalize=_safe)
-
-
 def _render(name: str, **context: object) -> str:
-    return _env().get_template(name).render(**context)
+    return templates.render(TEMPLATES, _safe, name, **context)
 
 
 def _upstream_context(kind: str, up: Upstream, root: str) -> dict[str, object]:

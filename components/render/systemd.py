@@ -8,9 +8,41 @@ start a new line, smuggle in a specifier or `$` expansion, or break out of its q
 from __future__ import annotations
 
 import re
-import shlex
+
+from ..config.model import command_words
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# The sandbox settings every unit outpost writes for a program of its own shares (process
+# services, the backup tools and their restore): no access to the kernel's knobs, modules, logs
+# or clock, no namespaces, realtime, set-uid files, writable-executable memory or System V IPC,
+# private keyrings, files created 0600. Each unit adds its view of the file system and its
+# capabilities before these, and SYSCALL_FILTER after.
+SANDBOX = [
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "ProtectProc=invisible",
+    "ProcSubset=pid",
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    "RestrictNamespaces=yes",
+    "RestrictRealtime=yes",
+    "RestrictSUIDSGID=yes",
+    "LockPersonality=yes",
+    "MemoryDenyWriteExecute=yes",
+    "RemoveIPC=yes",
+    "DevicePolicy=closed",
+    "KeyringMode=private",
+    "UMask=0077",
+]
+SYSCALL_FILTER = [
+    "SystemCallArchitectures=native",
+    "SystemCallFilter=@system-service",
+    "SystemCallFilter=~@privileged @resources",
+    "SystemCallErrorNumber=EPERM",
+]
 # A command-line word that needs no quotes in a unit file.
 PLAIN_WORD_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
@@ -47,14 +79,12 @@ def exec_line(words: list[str], *, instance: bool = False, what: str = "command"
 
 
 def split_command(command: str, what: str) -> list[str]:
+    """The words of a command the model accepted (config.model.command_words)."""
     single_line(command, what)
     try:
-        words = shlex.split(command)
+        return command_words(command)
     except ValueError as exc:
-        raise ValueError(f"{what}: {command!r} cannot be split into words ({exc})") from None
-    if not words:
-        raise ValueError(f"{what}: empty command")
-    return words
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def env_assignment(key: str, value: str, *, instance: bool, on_command_line: bool) -> str:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.config import parse
+from components.load import parse
 from components.render.manifest import SECRET_RE
 from components.render.proxy import MAIN_CONFIG, render_proxy
 from components.render.routes import proxy_spec

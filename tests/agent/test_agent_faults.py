@@ -11,7 +11,6 @@ the loaded definition and config the unit runs with.
 
 import errno
 import io
-import os
 
 import pytest
 
@@ -96,25 +95,15 @@ def test_a_failing_command_is_retried_by_the_next_apply(host, command):
 
 @pytest.mark.parametrize("k", range(1, 7))
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
-def test_a_failing_write_at_any_point_is_finished_by_the_next_apply(host, monkeypatch, k, error):
+def test_a_failing_write_at_any_point_is_finished_by_the_next_apply(host, failing_write, k, error):
     """The k-th staged write (a host file or the agent's own state) runs out of space, or the
     k-th rename hits an I/O error."""
     agent, fake, root = host
-    calls = {"n": 0}
-    method = "stage" if error == errno.ENOSPC else "commit"
-    real = getattr(Agent, method)
-
-    def faulty(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == k:
-            raise OSError(error, os.strerror(error))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Agent, method, faulty)
+    heal = failing_write(k, error)
     with pytest.raises(Exception):
         apply(agent, versioned("v2"))
     assert not list(root.rglob(".outpost-stage-*")), "a staging copy was left behind"
-    monkeypatch.setattr(Agent, method, real)
+    heal()
     apply(agent, versioned("v2"))
     assert_converged(fake, root)
 

@@ -156,29 +156,18 @@ def test_a_dropped_file_gets_its_original_back_at_the_next_apply(host):
 
 @pytest.mark.parametrize("k", range(1, 7))
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
-def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(host, monkeypatch,
-                                                                                 k, error):
+def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(host, failing_write, k, error):
     """The k-th staged write (state, the original's copy, its record, the file) runs out of
     space, or the k-th rename fails: the re-run finishes, and the original still comes back."""
     agent, root, _ = host
     p = plant(root, AUTO, ORIGINAL, 0o640, UID, GID)
-    calls = {"n": 0}
-    method = "stage" if error == errno.ENOSPC else "commit"
-    real = getattr(Agent, method)
-
-    def faulty(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == k:
-            raise OSError(error, os.strerror(error))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Agent, method, faulty)
+    heal = failing_write(k, error)
     doc = base([text_file(AUTO, "outpost\n"), text_file("/etc/systemd/system/x.service", "[Unit]\n")])
     try:
         apply(agent, doc)
     except AgentError:
         pass
-    monkeypatch.setattr(Agent, method, real)
+    heal()
     apply(agent, doc)
     assert p.read_bytes() == b"outpost\n"
     assert len(originals(root)) == 2

@@ -216,7 +216,7 @@ def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_v
 def test_the_base_setup_validates_the_staged_sshd_drop_in_not_the_live_one(tmp_path):
     """The base manifest's own validate step, run by the agent with the real sshd: a broken new
     drop-in is refused even though the live configuration is fine."""
-    from components.config import load_file
+    from components.load import load_file
     from components.render.base import base_manifest
     from tests.conftest import ROOT
 

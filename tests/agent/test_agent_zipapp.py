@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from components.config import load_file
+from components.load import load_file
 from components.render import agent as agent_build
 from components.render.agent import AGENT_PATH, AGENT_SOURCE, agent_sources, agent_zipapp
 from components.render.base import base_manifest

@@ -15,7 +15,7 @@ import jinja2
 import pytest
 import yaml
 
-from components.config import load_file, parse
+from components.load import load_file, parse
 from components.render import render_stack
 from components.program import run_program, stack_config
 from tests.conftest import ROOT

@@ -6,7 +6,8 @@ import copy
 import pytest
 import yaml
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from tests.conftest import ROOT
 
 

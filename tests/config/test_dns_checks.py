@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from components.config import load_file, parse
+from components.load import load_file, parse
 from components.config import records
 from tests.config.test_validation import base_config, errors_for
 from tests.conftest import ROOT

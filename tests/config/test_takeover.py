@@ -22,7 +22,7 @@ def test_a_service_named_like_a_system_account_is_refused_through_its_default_us
     # a process service named `daemon` would run as Debian's `daemon` (DynamicUser= reuses a static user)
     lines = errors_for(lambda c: c["outpost:services"].update({"daemon": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}))
     assert lines == [f"{P}services.daemon: the service's user (its name, as no user: is given) 'daemon' is an existing "
-                     "system account (see SYSTEM_ACCOUNTS in components/config/takeover.py); outpost would take it "
+                     "system account (see SYSTEM_ACCOUNTS in components/config/reserved.py); outpost would take it "
                      "over: give the service a user: of its own"]
 
 

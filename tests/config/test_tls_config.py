@@ -10,7 +10,8 @@ import copy
 import pytest
 import yaml
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render.routes import certificate_names
 from tests.conftest import ROOT
 

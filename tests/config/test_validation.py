@@ -7,7 +7,8 @@ import sys
 import pytest
 import yaml
 
-from components.config import ConfigError, load_file, parse
+from components.config import ConfigError
+from components.load import load_file, parse
 from tests.conftest import ROOT, STACKS
 
 

@@ -8,7 +8,7 @@ Two layers:
   adds a replica, changes a container tag, re-encrypts a secret and removes a service, and
   `python -m components diff` runs there with this interpreter.
 
-Assertions about service files/units need the services renderer (components/render/services.py);
+Assertions about service files/units need the services renderer (components/render/services/);
 should it render nothing for the fixture, they skip with that reason instead of failing obscurely.
 """
 

@@ -1,4 +1,4 @@
-"""Local stand-ins for the Gcore DNS API v2 and the Bunny DNS API, enough for components/geodns.py.
+"""Local stand-ins for the Gcore DNS API v2 and the Bunny DNS API, enough for components/geodns/.
 
 Each fake is a stdlib `http.server` in a daemon thread on 127.0.0.1 (free port) with in-memory
 state, checking authentication and rejecting malformed bodies with HTTP 400 and a message, the

@@ -1,4 +1,4 @@
-"""Tests for components/geodns.py against local fakes of the Gcore and Bunny DNS APIs over HTTP.
+"""Tests for components/geodns/ against local fakes of the Gcore and Bunny DNS APIs over HTTP.
 
 The GeoRecordProvider methods are called directly (no Pulumi engine), each against a fresh fake
 server; the GeoRecord component is checked under pulumi.runtime.set_mocks.

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import parse
+from components.load import parse
 from components.render.agent import AGENT_PATH, agent_zipapp
 from components.render.backups import LITESTREAM, LITESTREAM_DIR, LITESTREAM_WHEEL_MEMBER, backup_manifests
 from tests.e2e.backing import moto_server

@@ -21,7 +21,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render import render_stack
 from pydantic import BaseModel
 
@@ -151,7 +152,7 @@ def test_a_key_written_twice_in_the_stack_file_is_named(case, data, tmp_path_fac
     (YAML would silently keep the second), and `load_file` must name that key."""
     import yaml
 
-    from components.config import load_file
+    from components.load import load_file
     name, config = case
     lines = yaml.safe_dump({"config": config}, allow_unicode=True, width=10**6).splitlines()
     keys = [i for i, line in enumerate(lines) if re.match(r"^\s{4,}[A-Za-z_][\w-]*:( |$)", line)]

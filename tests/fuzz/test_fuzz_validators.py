@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.program import mock_secret, run_program
 from components.render import render_stack
 from components.render.routes import proxy_spec

@@ -9,7 +9,8 @@ import copy
 import pytest
 import yaml
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render import render_stack
 from tests.conftest import ROOT
 from tests.fuzz.test_fuzz_config import check_or_render
@@ -134,7 +135,7 @@ def test_a_health_check_on_the_root_path_renders(kind, tls):
 
 def test_a_key_twice_in_one_mapping_is_a_key_path_error(tmp_path):
     """YAML keeps the last of two equal keys without a word; the stack file must not."""
-    from components.config import load_file
+    from components.load import load_file
     text = (ROOT / "Pulumi.test.yaml").read_text()
     text = text.replace("      replicas: [8000, 8001]\n", "      replicas: [8000, 8001]\n      replicas: [9000]\n", 1)
     text = text.replace("  outpost:protect: false\n", "  outpost:protect: false\n  outpost:protect: true\n", 1)
@@ -148,7 +149,7 @@ def test_a_key_twice_in_one_mapping_is_a_key_path_error(tmp_path):
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "42\n", "config: [1]\n", "config:\n  outpost:hosts: {a: 1}\n  outpost:hosts: {b: 2}\n"])
 def test_a_stack_file_of_the_wrong_shape_is_an_error_not_a_traceback(text, tmp_path):
-    from components.config import load_file
+    from components.load import load_file
     (tmp_path / "Pulumi.x.yaml").write_text(text)
     with pytest.raises(ConfigError) as info:
         load_file(tmp_path / "Pulumi.x.yaml")

@@ -17,7 +17,7 @@ from components.operate import status
 from components.operate.connections import Unreachable, connections, injected
 from components.program import ROOT, stack_config
 from components.shipping import token
-from components.config import load_file
+from components.load import load_file
 from components.render import render_stack
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-material-42\n-----END OPENSSH PRIVATE KEY-----\n"

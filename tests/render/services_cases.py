@@ -8,7 +8,7 @@ extra unit line.
 
 from __future__ import annotations
 
-from components.config import load_file, parse
+from components.load import load_file, parse
 from components.config.model import Stack
 from components.render.manifest import Manifest
 from components.render.services import service_manifests

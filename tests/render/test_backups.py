@@ -1,4 +1,4 @@
-"""Golden tests for the backup renderer (components/render/backups.py).
+"""Golden tests for the backup renderer (components/render/backups/).
 
 Each case in CASES renders one host's `backup-*` manifests to tests/render/golden/backups/<case>/:
 every file at its host path, FILES (mode owner group path) and PLAN (packages, units, restart
@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render import RENDERERS, render_host
 from components.render.backups import (LITESTREAM, LITESTREAM_BUILDS, LITESTREAM_INSTALLER,
                                        LITESTREAM_RUNNER, backup_manifests)
 from components.render.manifest import SECRET_RE, Manifest
+from tests.render.golden import check_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "backups"
-UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0I4Ww4cUKzj8bGqL1TYtDfQ1ybB0fKzmKq5gqAqZ5o"
 
 BASE = {
@@ -122,23 +121,9 @@ def golden_tree(case: str) -> dict[str, str]:
     return tree
 
 
-def read_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case):
-    tree, directory = golden_tree(case), GOLDEN / case
-    if UPDATE:
-        shutil.rmtree(directory, ignore_errors=True)
-        for rel, content in tree.items():
-            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-            (directory / rel).write_text(content)
-    assert directory.is_dir(), f"no golden files for {case}: run with OUTPOST_UPDATE_GOLDEN=1"
-    expected = read_tree(directory)
-    assert sorted(tree) == sorted(expected), "rendered file set differs from the golden one"
-    for rel in tree:
-        assert tree[rel] == expected[rel], f"{case}/{rel} differs from its golden file"
+    check_golden(golden_tree(case), GOLDEN / case, case)
 
 
 # --- restic -----------------------------------------------------------------------------------------

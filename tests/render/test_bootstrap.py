@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import load_file
+from components.load import load_file
 from components.render.base import ADMIN_MARK, bootstrap_script, unbootstrap_script
 from tests.conftest import ROOT
 

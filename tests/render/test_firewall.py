@@ -10,7 +10,7 @@ import copy
 import pytest
 import yaml
 
-from components.config import load_file, parse
+from components.load import load_file, parse
 from components.hosts import firewall_rules
 from components.render.base import base_manifest
 from components.render.firewall import RULESET_PATH, UNIT, UNIT_PATH, ruleset

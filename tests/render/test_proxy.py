@@ -8,9 +8,7 @@ The key lines are asserted inline as well, so a golden update cannot silently dr
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +19,9 @@ from components.render.proxy import ProxySpec, Route, Upstream, render_proxy
 
 from tests.render.proxy_cases import CASES, EUGENE, KOLLEKTIVKART, PEERBOOK, ROUTES, bluegreen_upstreams
 from tests.render.proxy_cases import SIMPLE as SIMPLE_ROUTES
+from tests.render.golden import check_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "proxy"
-UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
 
 
 def golden_tree(spec: ProxySpec) -> dict[str, str]:
@@ -37,23 +35,9 @@ def golden_tree(spec: ProxySpec) -> dict[str, str]:
     return tree
 
 
-def read_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case):
-    tree, directory = golden_tree(CASES[case]), GOLDEN / case
-    if UPDATE:
-        shutil.rmtree(directory, ignore_errors=True)
-        for rel, content in tree.items():
-            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-            (directory / rel).write_text(content)
-    assert directory.is_dir(), f"no golden files for {case}: run with OUTPOST_UPDATE_GOLDEN=1"
-    expected = read_tree(directory)
-    assert sorted(tree) == sorted(expected), "rendered file set differs from the golden one"
-    for rel in tree:
-        assert tree[rel] == expected[rel], f"{case}/{rel} differs from its golden file"
+    check_golden(golden_tree(CASES[case]), GOLDEN / case, case)
 
 
 def main_config(case: str) -> str:

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, parse
+from components.config import ConfigError
+from components.load import parse
 from components.render import render_host
 from components.render.manifest import File, Manifest
 from components.render.services import HARDENING, service_manifests
 from components.render.services import _seconds as seconds
 from components.render.systemd import env_assignment, exec_word, single_line
 from tests.render.services_cases import (CASES, EDGE, TRICKY_ENV, _base, edge_stack, rendered, stack)
+from tests.render.golden import check_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "services"
-UPDATE = os.environ.get("OUTPOST_UPDATE_GOLDEN") == "1"
 UNIT_LINE_RE = re.compile(r"^(#.*|\[[A-Za-z-]+\]|[A-Za-z][A-Za-z0-9]*=.*|)$")
 
 
@@ -96,17 +95,7 @@ def unescape_word(word: str) -> str:
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case):
-    tree = golden_tree(case)
-    root = GOLDEN / case
-    if UPDATE:
-        shutil.rmtree(root, ignore_errors=True)
-        for rel, text in tree.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
-    on_disk = {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-    assert sorted(on_disk) == sorted(tree), "files differ; OUTPOST_UPDATE_GOLDEN=1 rewrites the goldens"
-    for rel in tree:
-        assert on_disk[rel] == tree[rel], f"{case}/{rel} differs; OUTPOST_UPDATE_GOLDEN=1 rewrites the goldens"
+    check_golden(golden_tree(case), GOLDEN / case, case)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -201,10 +190,10 @@ def test_local_image_is_built_first_and_fails_the_apply_before_replicas():
 
 
 def test_build_inputs_digest_changes_with_the_files(monkeypatch, tmp_path):
-    from components.render import services
+    from components.render.services import container   # where the image's build inputs are read
     before = files_of("local", "vm")["/home/hello/.config/systemd/user/hello-image.service"].content
-    original = services.repo_bytes
-    monkeypatch.setattr(services, "repo_bytes", lambda rel, what: (b"changed", False)
+    original = container.repo_bytes
+    monkeypatch.setattr(container, "repo_bytes", lambda rel, what: (b"changed", False)
                         if rel.endswith("hello.py") else original(rel, what))
     after = next(f for m in service_manifests(stack("local"), "vm") for f in m.files
                  if f.path.endswith("/hello-image.service")).content

@@ -1,4 +1,4 @@
-"""Tests for components/buckets.py against moto's S3 server over real HTTP on 127.0.0.1.
+"""Tests for components/buckets/ against moto's S3 server over real HTTP on 127.0.0.1.
 
 The boto3 functions and the BucketProvider methods are called directly (no Pulumi engine); the
 Bucket component is checked under pulumi.runtime.set_mocks.

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from components.config import load_file
+from components.load import load_file
 from components.render.base import base_manifest
 from components.render.firewall import RULESET_PATH
 from tests.conftest import ROOT, STACKS

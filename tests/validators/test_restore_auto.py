@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import parse
+from components.load import parse
 from components.render.backups import restic_restore
 from components.render.secret_values import systemd_env_inner
 from tests.e2e.backing import moto_server

@@ -162,7 +162,7 @@ class Applier(Restarts):
             count = sum(bool(d) for d in done)
             put_back = done.count("put back")
             still = {p for s in others for p in s["manifest"].get("scratch", [])}
-            count += sum(self.remove_tree(p) for p in m.get("scratch", []) if p not in still)
+            count += sum(self.remove_entry(p, tree=True) for p in m.get("scratch", []) if p not in still)
             count += sum(self.forget_group(g) for g in m["restart"])
             self.daemon_reload(paths, wait=False)
             self.reload_host_units(m, units, paths)
@@ -187,7 +187,7 @@ class Applier(Restarts):
         """The last manifest is gone: the agent's own state (its manifest and blue-green folders,
         its lock) goes too, so the base setup's removal leaves no trace of outpost. The lock may
         be unlinked while held: it only serializes agents that still have work here."""
-        self.remove_file(f"{STATE_DIR}/lock")
+        self.remove_entry(f"{STATE_DIR}/lock")
         self.remove_empty_dirs([f"{STATE_DIR}/manifests", f"{STATE_DIR}/bluegreen", ORIGINALS_DIR, STATE_DIR])
         # outpost's own directory, when empty: whoever made it (an operator placing the pinned
         # litestream binary there before the first apply), nothing of outpost's stays behind

@@ -186,47 +186,43 @@ class SafeFiles(Masking):
             raise AgentError(f"refusing {host_path}: it is a symlink in a directory uid {d.user} owns")
         return d, name, st
 
+    def regular_entry(self, host_path, owner_uid=None):
+        """(Dir of the parent, file name) of the regular file at host_path, or (None, name) when
+        nothing or something else is there: a symlink, a device or a directory (see entry)."""
+        d, name, st = self.entry(host_path, owner_uid)
+        if d is not None and (st is None or not stat.S_ISREG(st.st_mode)):
+            d.close()
+            d = None
+        return d, name
+
     def read_file(self, host_path, owner_uid=None):
         """The bytes of a regular file (read without following links), or None."""
-        d, name, st = self.entry(host_path, owner_uid)
+        d, name = self.regular_entry(host_path, owner_uid)
         if d is None:
             return None
         with d:
-            if st is None or not stat.S_ISREG(st.st_mode):
-                return None
             fd = open_at(d.fd, name, host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             with os.fdopen(fd, "rb") as fh:
                 return fh.read()
 
-    def remove_file(self, host_path, owner=None):
-        """Unlink host_path relative to its parent's fd; True when something was removed."""
+    def remove_entry(self, host_path, owner=None, tree=False):
+        """Remove host_path relative to its parent's fd; True when something was removed. A file:
+        a directory there is an error (not the file outpost wrote). With tree=True a manifest's
+        scratch under a root-owned parent: the path and everything below it, through
+        shutil.rmtree's fd-based walk, which never follows a symlink."""
         d, name, st = self.entry(host_path, uid_of(owner))
         if d is None:
             return False
         with d:
             if st is None:
                 return False
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and not tree:
                 raise AgentError(f"{host_path} is a directory, not the file outpost wrote there")
-            os.unlink(name, dir_fd=d.fd)
-        self.log(f"removed {host_path}")
-        return True
-
-    def remove_tree(self, host_path):
-        """Delete host_path and everything below it (a manifest's scratch), relative to its
-        root-owned parent's fd; shutil.rmtree's fd-based walk never follows a symlink. True when
-        something was removed."""
-        d, name, st = self.entry(host_path)
-        if d is None:
-            return False
-        with d:
-            if st is None:
-                return False
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=d.fd)
             else:
                 os.unlink(name, dir_fd=d.fd)
-        self.log(f"removed {host_path} (scratch)")
+        self.log(f"removed {host_path}" + (" (scratch)" if tree else ""))
         return True
 
     def remove_empty_dirs(self, dirs):

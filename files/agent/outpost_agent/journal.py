@@ -96,7 +96,7 @@ class Journal(State):
         if self.load_state(name) is not None:
             return  # a successor owns NAME: nothing was removed
         for which in ("applied", "previous"):
-            self.remove_file(self.kept_path(which, name))
+            self.remove_entry(self.kept_path(which, name))
         if not self.other_states(None):
-            self.remove_file(self.LOG_PATH)
+            self.remove_entry(self.LOG_PATH)
             self.remove_empty_dirs([f"{STATE_DIR}/applied", f"{STATE_DIR}/previous", STATE_DIR])

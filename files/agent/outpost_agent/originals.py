@@ -77,12 +77,10 @@ class Originals(Journal):
         kept (the apply replaces a symlink, never writing through it); a directory stays the
         apply's error. In a directory a user controls only that user's own single-link file is
         taken: root never copies a hard link a user planted there."""
-        d, name, st = self.entry(path, owner_uid)
+        d, name = self.regular_entry(path, owner_uid)
         if d is None:
             return False
         with d:
-            if st is None or not stat.S_ISREG(st.st_mode):
-                return False
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=d.fd)
             except OSError as e:
@@ -136,7 +134,7 @@ class Originals(Journal):
         it, renamed through the parent's fd) or remove it. "put back", "removed" or ""."""
         path = f["path"]
         if path not in originals:
-            return "removed" if self.remove_file(path, f.get("owner")) else ""
+            return "removed" if self.remove_entry(path, f.get("owner")) else ""
         meta, data = originals[path]
         try:
             staged = self.stage(path, data, int(meta["mode"], 8) & 0o7777, int(meta["uid"]), int(meta["gid"]))

@@ -117,7 +117,7 @@ class Restarts(Units):
         code, output, _ = self.run(sw["reload"], check=False)
         if code != 0:
             if before is None:
-                self.remove_file(sw["path"])
+                self.remove_entry(sw["path"])
             else:
                 self.write_validated({**sw, "validate": None}, before, uid, gid)
             raise AgentError(f"switching {group['group']} to {inst['unit']} failed: "
@@ -176,7 +176,7 @@ class Restarts(Units):
     def put_back(self, path, previous):
         data, mode, uid, gid = previous
         if data is None:
-            self.remove_file(path)
+            self.remove_entry(path)
             return
         staged = self.stage(path, data, mode, uid, gid)
         try:
@@ -222,8 +222,8 @@ class Restarts(Units):
         """Remove what a blue-green group left behind: its switch file and its state."""
         if group["strategy"] != "blue-green":
             return 0
-        self.remove_file(self.bluegreen_file(group["group"]))
-        return int(self.remove_file(group["switch"]["path"]))
+        self.remove_entry(self.bluegreen_file(group["group"]))
+        return int(self.remove_entry(group["switch"]["path"]))
 
     def restart(self, name):
         """Run stored manifest NAME's whole restart plan now (a job's after_success)."""
