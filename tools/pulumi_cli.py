@@ -67,6 +67,7 @@ class Update:
     changes: dict[str, int] = field(default_factory=dict)    # the summary's resourceChanges
     errors: list[str] = field(default_factory=list)          # error diagnostics, each with its resource
     seconds: float = 0.0
+    output: str = ""         # all the CLI printed when captured (its --json events), as text
 
     @property
     def changed(self) -> int:
@@ -269,6 +270,7 @@ class StackCli:
         else:
             result = self.run([*args, "--json"], check=False, timeout=timeout)
             update = read_events(result.stdout.splitlines())
+        update.output = (result.stdout or "") + (result.stderr or "")
         if result.returncode != 0:
             raise CliFailed(args, result, update.errors)
         return update
