@@ -56,6 +56,8 @@ import pulumi.dynamic
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .provider_errors import MessageOnlyErrors
+
 TYPE_TOKEN = "outpost:storage:Bucket"
 LIFECYCLE_RULE_ID = "outpost-expire"
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -653,7 +655,7 @@ def _client_for(spec: BucketSpec) -> Any:
     return make_client(spec.endpoint, spec.region, spec.access_key, spec.secret_key)
 
 
-class BucketProvider(pulumi.dynamic.ResourceProvider):
+class BucketProvider(MessageOnlyErrors):
     """CRUD for one S3-compatible bucket; see the module docstring for the rules it follows."""
 
     # The serialized provider holds no secrets (credentials are inputs), but keep Pulumi's default.

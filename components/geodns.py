@@ -80,6 +80,8 @@ import pulumi.dynamic
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import unwrap_rpc_secret
 
+from .provider_errors import MessageOnlyErrors
+
 TYPE_TOKEN = "outpost:dns:GeoRecord"
 PROVIDERS = ("gcore", "bunny")
 DEFAULT_API_URLS = {"gcore": "https://api.gcore.com/dns", "bunny": "https://api.bunny.net"}
@@ -1007,7 +1009,7 @@ def _guarded(props: Mapping[str, Any], action: str, fn: Any) -> Any:
         raise GeoDNSError(_scrub(f"{action} failed: {type(exc).__name__}: {exc}", token)) from None
 
 
-class GeoRecordProvider(pulumi.dynamic.ResourceProvider):
+class GeoRecordProvider(MessageOnlyErrors):
     """CRUD for one geo-routed record set; see the module docstring for the rules it follows."""
 
     serialize_as_secret_always = True
