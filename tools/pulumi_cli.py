@@ -127,14 +127,13 @@ class StackCli:
 
     BACKEND_URL (with a STATE) keeps the stack somewhere else than the file backend under STATE,
     e.g. an S3-compatible bucket (`s3://...`); the passphrase and the config file stay in STATE.
-    HOME is the CLI's PULUMI_HOME (where `pulumi login` records its backend), default the user's.
     EXTRA_ENV is added to every run's environment: never a secret (settings, paths to files)."""
 
     def __init__(self, stack: str, state: Path | None, project: Path = ROOT, backend_url: str | None = None,
-                 home: Path | None = None, extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None):
         self.stack, self.project = stack, Path(project)
         self.state = Path(state) if state is not None else None
-        self.backend_url, self.home, self.extra_env = backend_url, home, dict(extra_env or {})
+        self.backend_url, self.extra_env = backend_url, dict(extra_env or {})
         self._set: dict[str, str] = {}     # secret name → digest of the value set this session
 
     # -- the environment ----------------------------------------------------------------------------
@@ -154,8 +153,6 @@ class StackCli:
             env.update(PULUMI_BACKEND_URL=self.backend_url or f"file://{self.backend}",
                        PULUMI_CONFIG_PASSPHRASE_FILE=str(self.state / "passphrase"))
             env.pop("PULUMI_CONFIG_PASSPHRASE", None)  # the file is the one source of the passphrase
-        if self.home is not None:
-            env["PULUMI_HOME"] = str(self.home)
         env.update(self.extra_env)
         return env
 
