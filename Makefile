@@ -19,7 +19,7 @@ REPAIR  ?=
 JSON    ?=
 OPERATE_JSON = $(if $(JSON),--json)
 
-.PHONY: status drift logs rollback up down engine test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
+.PHONY: status drift logs rollback up down engine preview test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
 
 up: setup                     ## boot the local VM and `pulumi up --stack local` on it
 	$(PY) tools/local_stack.py up
@@ -44,6 +44,9 @@ test-e2e: setup               ## only the end-to-end suite against the local VM
 
 setup:                        ## Debian packages + .venv with the pinned dependencies
 	@tools/setup.sh
+
+preview: setup engine         ## `pulumi preview --diff` of STACK (the PR workflow's; backend, passphrase and token from the environment)
+	$(PY) tools/preview.py --stack $(STACK)
 
 plan: setup                   ## every file each host of STACK would get, and plan.json, in OUT
 	$(PY) -m components render --stack $(STACK) --out $(OUT)

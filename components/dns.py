@@ -7,7 +7,8 @@ turns that into resources:
 
 - the zone: `hcloud.Zone` `dns-zone` (Pulumi `protect` and Hetzner delete protection with
   `outpost:protect`) when `create_zone` is true; otherwise the existing zone is looked up by name
-  (`hcloud.get_zone`), so a preview already fails when it is missing, and nothing of it is owned;
+  (`hcloud.get_zone`, while the program runs), so a preview already fails when it is missing,
+  with one line naming `outpost:dns.zone`, and nothing of it is owned;
 - `hcloud.ZoneRrset` `dns-<fqdn>-<type>` per record set, labelled `outpost-stack: <stack>`. Record
   sets are not protected: they are rebuilt from config and follow a replaced server's address;
 - `GeoRecord` `dns-geo-<fqdn>-<type>` per `outpost:geodns` record (Pulumi `protect` in a protected
@@ -80,14 +81,27 @@ class Dns(pulumi.ComponentResource):
                     self._served.setdefault(h, []).extend(by_fqdn.get(fqdn, []))
         return list(self._served.get(host, []))
 
-    def _zone(self, name: str, stack: Stack) -> pulumi.Output[str]:
+    def _zone(self, name: str, stack: Stack) -> pulumi.Input[str]:
         dns = stack.dns
         if not dns.create_zone:
-            return hcloud.get_zone_output(name=dns.zone, opts=pulumi.InvokeOutputOptions(parent=self)).name
+            return self._existing_zone(dns.zone)
         zone = hcloud.Zone(f"{name}-zone", name=dns.zone, mode="primary", ttl=dns.ttl,
                            delete_protection=stack.protect, labels={"outpost-stack": pulumi.get_stack()},
                            opts=pulumi.ResourceOptions(parent=self, protect=stack.protect))
         return zone.name
+
+    def _existing_zone(self, zone: str) -> str:
+        """The name of ZONE as Hetzner has it, looked up now: a zone that can't be read (missing,
+        a wrong token, no API) ends the program with one line naming the key, not with the
+        traceback an unreadable lookup Output ends it in."""
+        try:
+            return hcloud.get_zone(name=zone, opts=pulumi.InvokeOptions(parent=self)).name
+        except Exception as error:  # noqa: BLE001 - the SDK raises a bare Exception for a failed invoke
+            reason = " ".join(str(error).split(" returned an error: ", 1)[-1].split())
+            raise pulumi.RunError(
+                f"Pulumi.{pulumi.get_stack()}.yaml: outpost:dns.zone: zone {zone!r} could not be read at "
+                f"Hetzner ({reason}); with create_zone: false it must already exist (the stack that owns "
+                "it creates it first), or set create_zone: true for this stack to own it") from None
 
     @staticmethod
     def _value(value: records.Value, args: DnsArgs) -> pulumi.Input[str]:

@@ -67,6 +67,7 @@ class Update:
     changes: dict[str, int] = field(default_factory=dict)    # the summary's resourceChanges
     errors: list[str] = field(default_factory=list)          # error diagnostics, each with its resource
     seconds: float = 0.0
+    output: str = ""         # all the CLI printed when captured (its --json events), as text
 
     @property
     def changed(self) -> int:
@@ -115,13 +116,24 @@ def unwrap_secrets(value: Any) -> Any:
     return value
 
 
+def is_encrypted(value: Any) -> bool:
+    """Whether a config value is a `{secure: ...}` ciphertext."""
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
 class StackCli:
     """The CLI on STACK of the project in PROJECT, with its state in STATE; with no STATE, the
-    user's own backend, passphrase and the project's Pulumi.<stack>.yaml (a team's test or prod)."""
+    user's own backend, passphrase and the project's Pulumi.<stack>.yaml (a team's test or prod).
 
-    def __init__(self, stack: str, state: Path | None, project: Path = ROOT):
+    BACKEND_URL (with a STATE) keeps the stack somewhere else than the file backend under STATE,
+    e.g. an S3-compatible bucket (`s3://...`); the passphrase and the config file stay in STATE.
+    EXTRA_ENV is added to every run's environment: never a secret (settings, paths to files)."""
+
+    def __init__(self, stack: str, state: Path | None, project: Path = ROOT, backend_url: str | None = None,
+                 extra_env: dict[str, str] | None = None):
         self.stack, self.project = stack, Path(project)
         self.state = Path(state) if state is not None else None
+        self.backend_url, self.extra_env = backend_url, dict(extra_env or {})
         self._set: dict[str, str] = {}     # secret name → digest of the value set this session
 
     # -- the environment ----------------------------------------------------------------------------
@@ -138,9 +150,10 @@ class StackCli:
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
         if self.state is not None:
-            env.update(PULUMI_BACKEND_URL=f"file://{self.backend}",
+            env.update(PULUMI_BACKEND_URL=self.backend_url or f"file://{self.backend}",
                        PULUMI_CONFIG_PASSPHRASE_FILE=str(self.state / "passphrase"))
             env.pop("PULUMI_CONFIG_PASSPHRASE", None)  # the file is the one source of the passphrase
+        env.update(self.extra_env)
         return env
 
     def run(self, args: list[str], stdin: str | None = None, capture: bool = True, check: bool = True,
@@ -160,22 +173,36 @@ class StackCli:
         name = yaml.safe_load((self.project / "Pulumi.yaml").read_text())["name"]
         return self.backend / ".pulumi" / "stacks" / name / f"{self.stack}.json"
 
+    def _stack_exists(self, scratch: Path) -> bool:
+        if self.backend_url is None:
+            return self.stack_file().exists()
+        listed = json.loads(self.run(["stack", "ls", "--json"], cwd=scratch).stdout or "[]")
+        return any(entry.get("name", "").rsplit("/", 1)[-1] == self.stack for entry in listed)
+
     def ensure(self) -> None:
         """The state directory, the passphrase and the stack."""
         self.state.mkdir(parents=True, exist_ok=True)
-        self.backend.mkdir(exist_ok=True)
+        if self.backend_url is None:
+            self.backend.mkdir(exist_ok=True)
         passphrase = self.state / "passphrase"
         if not passphrase.exists():
             fd = os.open(passphrase, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(base64.b64encode(random_secrets.token_bytes(24)).decode() + "\n")
-        if not self.stack_file().exists():
-            with tempfile.TemporaryDirectory(prefix="outpost-stack-") as scratch:
-                shutil.copyfile(self.project / "Pulumi.yaml", Path(scratch) / "Pulumi.yaml")
+        with tempfile.TemporaryDirectory(prefix="outpost-stack-") as scratch:
+            shutil.copyfile(self.project / "Pulumi.yaml", Path(scratch) / "Pulumi.yaml")
+            if not self._stack_exists(Path(scratch)):
                 self.run(["stack", "init", "--secrets-provider", "passphrase"], cwd=Path(scratch))
+                made = Path(scratch) / f"Pulumi.{self.stack}.yaml"
+                if made.exists() and not self.config_file.exists():
+                    # stack init's config file, with the salt: the only copy of it a bucket backend
+                    # offers without reading its state (the file backend's checkpoint has one too).
+                    shutil.copyfile(made, self.config_file)
 
     def _salt(self) -> str:
         """The passphrase salt the stack was created with, as its checkpoint records it."""
+        if self.backend_url is not None:
+            return ""
         checkpoint = json.loads(self.stack_file().read_text()).get("checkpoint") or {}
         provider = (checkpoint.get("latest") or {}).get("secrets_providers") or {}
         return (provider.get("state") or {}).get("salt", "")
@@ -183,15 +210,23 @@ class StackCli:
     def laid(self) -> dict[str, Any]:
         return (yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else None) or {}
 
-    def lay(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
+    def lay(self, config: dict[str, Any], secrets: dict[str, str] | None = None,
+            secret_keys: dict[str, str] | None = None) -> None:
         """The config file = CONFIG (every key but its secrets block) plus the secrets set here before;
-        then each of SECRETS (name → value) that is new or changed this session is set through the CLI."""
+        then each of SECRETS (name in outpost:secrets → value) and SECRET_KEYS (a whole config key
+        such as hcloud:token → value) that is new or changed this session is set through the CLI."""
         self.ensure()
         kept = self.laid()
-        wanted = {k: v for k, v in config.items() if k != SECRETS_KEY}
-        # Only values encrypted here can be read: the mapping's own secrets block (the repository's
-        # placeholders) is never copied, those set here before are kept.
-        wanted[SECRETS_KEY] = dict((kept.get("config") or {}).get(SECRETS_KEY) or {})
+        kept_config = kept.get("config") or {}
+        secret_keys = dict(secret_keys or {})
+        # Only values encrypted here can be read: the mapping's own secrets block and its other
+        # `secure:` values (the repository's placeholders) are never copied, those set here before
+        # are kept.
+        wanted = {k: v for k, v in config.items()
+                  if k != SECRETS_KEY and k not in secret_keys and not is_encrypted(v)}
+        wanted.update({k: v for k, v in kept_config.items()
+                       if is_encrypted(v) and (k in secret_keys or is_encrypted(config.get(k)))})
+        wanted[SECRETS_KEY] = dict(kept_config.get(SECRETS_KEY) or {})
         doc = {"encryptionsalt": kept.get("encryptionsalt") or self._salt(), "config": wanted}
         text = (f"# Laid by tools/pulumi_cli.py for stack {self.stack}: not a file to edit.\n"
                 + yaml.safe_dump(doc, sort_keys=False))
@@ -202,6 +237,11 @@ class StackCli:
             if self._set.get(name) != digest or name not in wanted[SECRETS_KEY]:
                 self.set_secret(name, value)
                 self._set[name] = digest
+        for key, value in secret_keys.items():
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            if self._set.get(f"key:{key}") != digest or key not in wanted:
+                self.run(["config", "set", "--secret", key], stdin=value)
+                self._set[f"key:{key}"] = digest
 
     def set_secret(self, name: str, value: str) -> None:
         self.run(["config", "set", "--secret", "--path", f"{SECRETS_KEY}.{name}"], stdin=value)
@@ -227,6 +267,7 @@ class StackCli:
         else:
             result = self.run([*args, "--json"], check=False, timeout=timeout)
             update = read_events(result.stdout.splitlines())
+        update.output = (result.stdout or "") + (result.stderr or "")
         if result.returncode != 0:
             raise CliFailed(args, result, update.errors)
         return update

@@ -52,6 +52,7 @@ import pulumi
 import pulumi.dynamic
 
 from ..dynamic import dynamic_child
+from ..provider_errors import MessageOnlyErrors
 from .s3 import (LIFECYCLE_RULE_ID, _describe, create_bucket, delete_bucket, empty_bucket, is_empty,
                  make_client, needs_location_constraint, read_bucket, set_lifecycle, set_object_lock,
                  set_versioning)
@@ -97,7 +98,7 @@ def _client_for(spec: BucketSpec) -> Any:
     return make_client(spec.endpoint, spec.region, spec.access_key, spec.secret_key)
 
 
-class BucketProvider(pulumi.dynamic.ResourceProvider):
+class BucketProvider(MessageOnlyErrors):
     """CRUD for one S3-compatible bucket; see the module docstring for the rules it follows."""
 
     # The serialized provider holds no secrets (credentials are inputs), but keep Pulumi's default.

@@ -77,6 +77,7 @@ import pulumi.dynamic
 from pulumi.runtime.rpc import unwrap_rpc_secret
 
 from ..dynamic import dynamic_child
+from ..provider_errors import MessageOnlyErrors
 from .api import HttpApi, _scrub
 from .bunny import BunnyBackend
 from .gcore import GcoreBackend
@@ -149,7 +150,7 @@ def _guarded(props: Mapping[str, Any], action: str, fn: Any) -> Any:
         raise GeoDNSError(_scrub(f"{action} failed: {type(exc).__name__}: {exc}", token)) from None
 
 
-class GeoRecordProvider(pulumi.dynamic.ResourceProvider):
+class GeoRecordProvider(MessageOnlyErrors):
     """CRUD for one geo-routed record set; see the module docstring for the rules it follows."""
 
     serialize_as_secret_always = True

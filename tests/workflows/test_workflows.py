@@ -73,7 +73,8 @@ def test_pr_workflow_posts_one_updated_comment():
     assert "fetch-depth: 0" in text and "make test-fast" in text
     for stack in ("test", "prod"):
         assert stack in text
-    assert "command: preview" in text and "diff: true" in text
+    # the preview is `make preview STACK=test`, the command tests/engine/test_previews.py runs
+    assert "run: make preview STACK=test" in text
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
