@@ -198,7 +198,7 @@ def test_a_provider_error_is_its_message_not_a_traceback(scenario):
     """The dynamic-provider process reports exceptions as `traceback.format_exc()`; the providers
     limit it to the message (components/provider_errors.py)."""
     assert scenario.failure.splitlines()[0] == (
-        "geo-bunny-record: components.geodns.GeoDNSError: bunny API GET /dnszone?page=1&perPage=1000 failed: "
+        "geo-bunny-record: components.geodns.model.GeoDNSError: bunny API GET /dnszone?page=1&perPage=1000 failed: "
         "HTTP 401: Authorization has been denied for this request. (check the API token)")
     shown = [line for text in scenario.texts for line in text.splitlines() if not is_debug(line)]
     assert not [line for line in shown if "Traceback" in line or "File \\\"" in line]
