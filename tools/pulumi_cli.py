@@ -143,11 +143,17 @@ class StackCli:
             env.pop("PULUMI_CONFIG_PASSPHRASE", None)  # the file is the one source of the passphrase
         return env
 
-    def run(self, args: list[str], stdin: str | None = None, capture: bool = True, check: bool = True,
-            cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-        argv = [str(BIN / "pulumi"), *args, "--stack", self.stack, "--non-interactive"]
+    def argv(self, args: list[str], global_flags: list[str] = ()) -> list[str]:
+        """The CLI's argv for ARGS on this stack; GLOBAL_FLAGS go before the command (e.g.
+        `--profiling=PREFIX`). For callers that start the process themselves (bench/)."""
+        argv = [str(BIN / "pulumi"), *global_flags, *args, "--stack", self.stack, "--non-interactive"]
         if args[0] in ("config", "up", "preview", "destroy", "refresh"):
             argv += ["--config-file", str(self.config_file)]
+        return argv
+
+    def run(self, args: list[str], stdin: str | None = None, capture: bool = True, check: bool = True,
+            cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        argv = self.argv(args)
         result = subprocess.run(argv, cwd=cwd or self.project, env=self.env(), input=stdin, text=True,
                                 capture_output=capture, timeout=timeout,
                                 stdin=None if stdin is not None else subprocess.DEVNULL)
@@ -183,15 +189,22 @@ class StackCli:
     def laid(self) -> dict[str, Any]:
         return (yaml.safe_load(self.config_file.read_text()) if self.config_file.exists() else None) or {}
 
-    def lay(self, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
+    def lay(self, config: dict[str, Any], secrets: dict[str, str] | None = None,
+            key_secrets: dict[str, str] | None = None) -> None:
         """The config file = CONFIG (every key but its secrets block) plus the secrets set here before;
-        then each of SECRETS (name → value) that is new or changed this session is set through the CLI."""
+        then each of SECRETS (name → value) that is new or changed this session is set through the CLI.
+        KEY_SECRETS are secret values of whole config keys outside outpost:secrets (`hcloud:token`),
+        set and kept the same way."""
         self.ensure()
         kept = self.laid()
-        wanted = {k: v for k, v in config.items() if k != SECRETS_KEY}
+        kept_config = kept.get("config") or {}
+        wanted = {k: v for k, v in config.items() if k != SECRETS_KEY and k not in (key_secrets or {})}
         # Only values encrypted here can be read: the mapping's own secrets block (the repository's
         # placeholders) is never copied, those set here before are kept.
-        wanted[SECRETS_KEY] = dict((kept.get("config") or {}).get(SECRETS_KEY) or {})
+        wanted[SECRETS_KEY] = dict(kept_config.get(SECRETS_KEY) or {})
+        for key in key_secrets or {}:
+            if isinstance(kept_config.get(key), dict) and "secure" in kept_config[key]:
+                wanted[key] = kept_config[key]
         doc = {"encryptionsalt": kept.get("encryptionsalt") or self._salt(), "config": wanted}
         text = (f"# Laid by tools/pulumi_cli.py for stack {self.stack}: not a file to edit.\n"
                 + yaml.safe_dump(doc, sort_keys=False))
@@ -202,6 +215,11 @@ class StackCli:
             if self._set.get(name) != digest or name not in wanted[SECRETS_KEY]:
                 self.set_secret(name, value)
                 self._set[name] = digest
+        for key, value in (key_secrets or {}).items():
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            if self._set.get(f"key:{key}") != digest or key not in wanted:
+                self.run(["config", "set", "--secret", key], stdin=value)
+                self._set[f"key:{key}"] = digest
 
     def set_secret(self, name: str, value: str) -> None:
         self.run(["config", "set", "--secret", "--path", f"{SECRETS_KEY}.{name}"], stdin=value)
