@@ -23,6 +23,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,9 +121,12 @@ def _read(pid: int) -> tuple[float, float, float] | None:
 
 
 def run_tree(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-             timeout: float = 600, max_tree_mib: float | None = None, interval: float = 0.1) -> TreeRun:
+             timeout: float = 600, max_tree_mib: float | None = None, interval: float = 0.1,
+             on_new: Callable[[Proc], None] | None = None) -> TreeRun:
     """Run ARGV to its end, sampling its tree; its whole process group is killed after TIMEOUT
-    seconds or once the tree holds more than MAX_TREE_MIB resident (a shared machine's guard)."""
+    seconds or once the tree holds more than MAX_TREE_MIB resident (a shared machine's guard).
+    ON_NEW is called with each process of the tree when it is first seen (e.g. to attach a
+    profiler to the program)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -163,6 +167,8 @@ def run_tree(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | 
             known = procs.get(pid)
             if known is None:
                 known = procs[pid] = Proc(pid, _name(pid))
+                if on_new is not None:
+                    on_new(known)
             known.peak_mib, known.cpu_s = max(known.peak_mib, hwm), max(known.cpu_s, cpu)
             held += rss
         tree_peak = max(tree_peak, held)
