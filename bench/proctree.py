@@ -164,9 +164,11 @@ def run_tree(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | 
             if reading is None:
                 continue
             hwm, rss, cpu = reading
-            known = procs.get(pid)
-            if known is None:
-                known = procs[pid] = Proc(pid, _name(pid))
+            known, name = procs.get(pid), _name(pid)
+            if known is None or known.name != name:
+                # New, or it has exec'd since: a fork shows its parent's command line (and memory)
+                # until then, and exec starts a new high-water mark.
+                known = procs[pid] = Proc(pid, name)
                 if on_new is not None:
                     on_new(known)
             known.peak_mib, known.cpu_s = max(known.peak_mib, hwm), max(known.cpu_s, cpu)

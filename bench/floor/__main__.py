@@ -9,7 +9,8 @@ Config (project namespace `floor`): `count` (default 100), `stdin_bytes` (defaul
 - `outputs` (default): outpost's shape for a manifest without secrets: the connection's private
   key is a secret, stdin/stdout/stderr are secret outputs, stdin itself is a plain input;
 - `stdin`: as `outputs`, and stdin is a secret input too (outpost's manifests holding a secret);
-- `none`: nothing secret at all (no secret key, no secret outputs): the engine without encryption.
+- `none`: nothing secret of ours (no secret key, no secret outputs); pulumi-command itself still
+  makes `connection` a secret, in the inputs and the outputs.
 """
 
 import pulumi
