@@ -165,6 +165,8 @@ def run_tree(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | 
                 continue
             hwm, rss, cpu = reading
             known, name = procs.get(pid), _name(pid)
+            if known is not None and name == "?":
+                name = known.name                   # exiting: its command line is gone
             if known is None or known.name != name:
                 # New, or it has exec'd since: a fork shows its parent's command line (and memory)
                 # until then, and exec starts a new high-water mark.
