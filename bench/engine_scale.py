@@ -1,6 +1,8 @@
-"""The real engine at fleet scale: `pulumi preview` of the synthetic stack (bench/synthetic.py:
-half Hetzner, half static hosts × 10 services) at 1, 10, 50 and 200 hosts, each beside the
-engine's floor for the same resource count, measured in the same run.
+"""The real engine at fleet scale: `pulumi preview` at 1-200 hosts beside the engine's floor.
+
+The synthetic stack (bench/synthetic.py: half Hetzner, half static hosts × 10 services) at 1, 10,
+50 and 200 hosts, each beside the engine's floor for the same resource count, measured in the
+same run.
 
 The floor (bench/floor/) is a program that registers only `command:remote:Command` resources
 shaped like outpost's (a connection with a secret key, secret stdout/stderr/stdin outputs) with a
@@ -62,7 +64,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.proctree import TreeRun, run_tree  # noqa: E402
-from bench.synthetic import KEY_SECRETS, SECRETS, SERVICES_PER_HOST, synthetic_config  # noqa: E402
+from bench.synthetic import FORMS, KEY_SECRETS, SECRETS, SERVICES_PER_HOST, synthetic_config  # noqa: E402
 from tools.pulumi_cli import StackCli  # noqa: E402
 
 SIZES = (1, 10, 50, 200)
@@ -340,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="hosts, comma-separated")
     parser.add_argument("--skip-checkpoints", action=argparse.BooleanOptionalAction, default=False,
                         help="PULUMI_SKIP_CHECKPOINTS=true for every preview (default: off, as users run it)")
-    parser.add_argument("--form", default="long", help="how the synthetic stack is written (bench/synthetic.py FORMS)")
+    parser.add_argument("--form", default="long", choices=sorted(FORMS),
+                        help="how the synthetic stack is written (bench/synthetic.py FORMS)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds one preview may take")
     parser.add_argument("--max-mib", type=float, default=8192, help="MiB one preview's tree may hold")
     parser.add_argument("--floor-stdin", type=int, default=FLOOR_STDIN_BYTES, help="the floor's stdin bytes")
