@@ -5,6 +5,8 @@ OUT     ?= .plan/$(STACK)
 BASE    ?= origin/main
 # make diff options, e.g. DIFF_ARGS="--format markdown --max-chars 30000" (a PR comment)
 DIFF_ARGS ?=
+# make bench / bench-engine options for bench/engine_scale.py, e.g. ENGINE_SCALE_ARGS="--sizes 1,10 --skip-checkpoints"
+ENGINE_SCALE_ARGS ?=
 # The pinned Pulumi toolchain (PULUMI_VERSION and each plugin's version): one file, also read by
 # tools/engine/build.py.
 include tools/engine/versions.env
@@ -19,7 +21,7 @@ REPAIR  ?=
 JSON    ?=
 OPERATE_JSON = $(if $(JSON),--json)
 
-.PHONY: status drift logs rollback up down engine preview test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench clean
+.PHONY: status drift logs rollback up down engine preview test test-mesh test-fast test-e2e setup plan check diff vm vm-stop bench bench-engine clean
 
 up: setup                     ## boot the local VM and `pulumi up --stack local` on it
 	$(PY) tools/local_stack.py up
@@ -77,8 +79,12 @@ vm: setup                     ## build (cached) and boot the local VM
 vm-stop:                      ## stop the local VM
 	$(PY) tools/vm.py stop --state-dir .vm
 
-bench: setup                  ## benchmarks, as one table: outpost vs Ansible on local VMs, evaluation at scale
+bench: setup                  ## benchmarks: outpost vs Ansible on local VMs, evaluation at scale, then the real engine at scale
 	$(PY) bench/ansible_vs_outpost.py
+	$(PY) bench/engine_scale.py $(ENGINE_SCALE_ARGS)
+
+bench-engine: setup           ## only the real engine at scale: `pulumi preview` at 1-200 hosts beside the floor (no VM)
+	$(PY) bench/engine_scale.py $(ENGINE_SCALE_ARGS)
 
 clean:
 	rm -rf .plan .pytest_cache .engine

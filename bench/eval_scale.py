@@ -37,48 +37,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0I4Ww4cUKzj8bGqL1TYtDfQ1ybB0fKzmKq5gqAqZ5o bench"
-SERVICES_PER_HOST = 10
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.synthetic import SERVICES_PER_HOST, synthetic_config  # noqa: E402,F401  (the stack measured)
+
 TARGET_HOSTS, TARGET_SECONDS = 200, 10.0
 MAX_GROWTH = 1.15            # ms/resource may vary this much against the 10-host row: noise
-
-
-def synthetic_config(hosts: int, services_per_host: int = SERVICES_PER_HOST) -> dict:
-    """A stack of HOSTS hosts (half Hetzner, half static) each running SERVICES_PER_HOST services:
-    two-replica containers, process services, socket-activated services and nightly jobs."""
-    host_cfg, services, routes = {}, {}, []
-    for h in range(hosts):
-        name = f"h{h}"
-        if h % 2:
-            host_cfg[name] = {"provider": "static", "address": f"198.51.100.{h % 250 + 1}", "host_key": KEY}
-        else:
-            host_cfg[name] = {"provider": "hcloud", "type": "cx22", "location": "hel1", "role": "web"}
-        for s in range(services_per_host):
-            svc = f"s{s}-{name}"
-            kind = s % 4
-            if kind == 0:
-                services[svc] = {"hosts": [name], "container": {"image": "ghcr.io/x/app", "tag": "1", "port": 8000},
-                                 "replicas": [10000 + 2 * s, 10001 + 2 * s], "health": {"path": "/ready"},
-                                 "env": {"A": "b"}, "secret_env": {"TOKEN": "token"}}
-                routes.append({"host": f"{svc}.example.org", "service": svc})
-            elif kind == 1:
-                services[svc] = {"hosts": [name], "process": {"exec": "/usr/bin/python3 -m http.server %i"},
-                                 "replicas": [10000 + 2 * s]}
-            elif kind == 2:
-                services[svc] = {"hosts": [name], "process": {"exec": "/usr/bin/python3 /opt/app.py"},
-                                 "socket": {"port": 10000 + 2 * s, "instances": 2}}
-            else:
-                services[svc] = {"hosts": [name], "container": {"image": "ghcr.io/x/etl", "tag": "1"},
-                                 "schedule": {"calendar": "*-*-* 04:00:00"}}
-    return {
-        "outpost:domain": "example.org",
-        "outpost:admin": {"user": "admin", "ssh_keys": [KEY], "private_key": "deploy_key"},
-        "outpost:hosts": host_cfg,
-        "outpost:services": services,
-        "outpost:routes": routes,
-        "outpost:proxy": {"kind": "caddy", "tls": "internal"},
-        "outpost:secrets": {"deploy_key": {"secure": "x"}, "token": {"secure": "x"}},
-    }
 
 
 def measure_one(hosts: int) -> dict:

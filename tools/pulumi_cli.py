@@ -156,11 +156,17 @@ class StackCli:
         env.update(self.extra_env)
         return env
 
-    def run(self, args: list[str], stdin: str | None = None, capture: bool = True, check: bool = True,
-            cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-        argv = [str(BIN / "pulumi"), *args, "--stack", self.stack, "--non-interactive"]
+    def argv(self, args: list[str], global_flags: list[str] = ()) -> list[str]:
+        """The CLI's argv for ARGS on this stack; GLOBAL_FLAGS go before the command (e.g.
+        `--profiling=PREFIX`). For callers that start the process themselves (bench/)."""
+        argv = [str(BIN / "pulumi"), *global_flags, *args, "--stack", self.stack, "--non-interactive"]
         if args[0] in ("config", "up", "preview", "destroy", "refresh"):
             argv += ["--config-file", str(self.config_file)]
+        return argv
+
+    def run(self, args: list[str], stdin: str | None = None, capture: bool = True, check: bool = True,
+            cwd: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        argv = self.argv(args)
         result = subprocess.run(argv, cwd=cwd or self.project, env=self.env(), input=stdin, text=True,
                                 capture_output=capture, timeout=timeout,
                                 stdin=None if stdin is not None else subprocess.DEVNULL)
