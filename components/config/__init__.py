@@ -16,7 +16,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import hostnames, repository, takeover
+from . import fleet, hostnames, repository, takeover
 from .checks import check
 from .model import Stack
 from .problem import KeyProblem
@@ -108,17 +108,27 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
             value = {secret: None for secret in value}
         raw[name] = value
     try:
-        stack = Stack.model_validate(raw)
+        expanded = fleet.expand(raw)
+    except KeyProblem as problem:
+        raise ConfigError([f"{file}: {NAMESPACE}:{problem.key}: {problem.message}"]) from None
+
+    def report(problems) -> ConfigError:
+        # Key paths as the user wrote them (a group's, not its members'), each problem once: a
+        # union reports one per member, a group's template one per host made from it.
+        lines = [f"{file}: {NAMESPACE}:{expanded.origin(path)}: {msg}" for path, msg in problems]
+        return ConfigError(list(dict.fromkeys(lines)))
+
+    try:
+        stack = Stack.model_validate(expanded.raw)
     except ValidationError as exc:
-        problems = list(dict.fromkeys(_pydantic_problems(exc)))  # a union reports one problem per member
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems]) from None
+        raise report(_pydantic_problems(exc)) from None
     problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
     if not problems:  # the renderers assume a stack that passed every check above
         problems = render_problems(stack)
     if not problems:  # and what they render may not have two owners for one path
         problems = list(takeover.path_clashes(stack))
     if problems:
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
+        raise report(problems)
     return stack
 
 
