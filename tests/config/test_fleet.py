@@ -40,8 +40,9 @@ def test_the_compact_form_registers_exactly_the_long_forms_resources():
         doc = yaml.safe_load((FLEET / f"{name}.yaml").read_text())["config"]
         config = stack_config("prod", overrides={k: v for k, v in doc.items()})
         config["outpost:secrets"] = {n: f"<secret:{n}>" for n in doc["outpost:secrets"]}
-        return [(r.type, r.name, r.parent, json.dumps(r.inputs, sort_keys=True), r.depends_on)
-                for r in run_program("prod", config)]
+        # the SDK registers concurrently: compare as a sorted list, not in arrival order
+        return sorted((r.type, r.name, r.parent, json.dumps(r.inputs, sort_keys=True), sorted(r.depends_on))
+                      for r in run_program("prod", config))
     compact, long = registered("compact"), registered("long")
     assert len(compact) > 40 and compact == long
 
