@@ -89,10 +89,12 @@ class Deployment:
             self.last = self.cli.up(timeout=3600)
         except CliFailed as error:
             raise CommandFailed(error) from None
+        self.sshd.user = self.config["outpost:admin"]["user"]   # root may not log in any more
         return [s for s in self.last.steps if s.type == COMMAND]
 
     def destroy(self) -> list[Step]:
         self.last = self.cli.destroy(timeout=1800)
+        self.sshd.user = "root"                                  # the admin is gone, root is back
         return [s for s in self.last.steps if s.type == COMMAND]
 
     @property
