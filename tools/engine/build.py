@@ -9,7 +9,7 @@ Each piece (tools/engine/recipes.py) comes from the first route that gives it, i
 - `proxy`: `go build` from the Go module proxy: the CLI through our own wrapper module
   (tools/engine/cli), every other piece from its module's source as the proxy serves it;
 - `archive`: the same module from its upstream source archive in ENGINE_SOURCES (default
-  ../shared/engine-src), extracted into the build directory under the cache, with the modules the
+  ../shared/engine-src beside the checkout or a directory above it), extracted into the build directory under the cache, with the modules the
   proxy refuses replaced by their archives' copies, upstream's generate.go run, the version stamped;
 - `installer`: Pulumi's official installer and `pulumi plugin install` (needs internet).
 
@@ -88,7 +88,12 @@ def pulumi_home() -> Path:
 
 
 def sources_dir() -> Path:
-    return Path(os.environ.get("ENGINE_SOURCES") or ROOT.parent / "shared" / "engine-src").resolve()
+    """ENGINE_SOURCES, else ../shared/engine-src beside the checkout (or beside a directory above
+    it: a git worktree one level further down finds the same archives)."""
+    if os.environ.get("ENGINE_SOURCES"):
+        return Path(os.environ["ENGINE_SOURCES"]).resolve()
+    found = next((d / "shared" / "engine-src" for d in ROOT.parents if (d / "shared" / "engine-src").is_dir()), None)
+    return (found or ROOT.parent / "shared" / "engine-src").resolve()
 
 
 def route_order() -> list[str]:
