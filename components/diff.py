@@ -96,6 +96,9 @@ class ResourceChange:
     type: str
     name: str
     fields: tuple[str, ...] = ()      # for "changed": which of inputs/parent/protect/depends_on
+    # For a host's bundle Command: its manifests that the change adds, changes or removes
+    # ("svc-shop changed"), so the one Command per host still says which service moves.
+    manifests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,17 +151,30 @@ def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]
     return tuple(fields)
 
 
+def _bundled(res: dict[str, Any] | None) -> dict[str, str]:
+    """A bundle Command's manifests and their tokens, from plan.json's summary of its stdin."""
+    stdin = ((res or {}).get("inputs") or {}).get("stdin")
+    return dict(stdin.get("manifests") or {}) if isinstance(stdin, dict) else {}
+
+
+def _manifest_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[str, ...]:
+    before, after = _bundled(old), _bundled(new)
+    return tuple(f"{name} {'added' if name not in before else 'removed' if name not in after else 'changed'}"
+                 for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name))
+
+
 def compare_resources(base: list[dict[str, Any]], head: list[dict[str, Any]]) -> tuple[ResourceChange, ...]:
     old = {_resource_key(r): r for r in base}
     new = {_resource_key(r): r for r in head}
     changes = []
     for key in sorted(set(old) | set(new)):
+        manifests = _manifest_changes(old.get(key), new.get(key))
         if key not in old:
-            changes.append(ResourceChange("added", *key))
+            changes.append(ResourceChange("added", *key, manifests=manifests))
         elif key not in new:
-            changes.append(ResourceChange("removed", *key))
+            changes.append(ResourceChange("removed", *key, manifests=manifests))
         elif fields := _changed_fields(old[key], new[key]):
-            changes.append(ResourceChange("changed", *key, fields))
+            changes.append(ResourceChange("changed", *key, fields, manifests))
     return tuple(changes)
 
 
@@ -352,6 +368,7 @@ def summary_lines(diff: Diff) -> list[str]:
     for r in diff.resources:
         extra = f" ({', '.join(r.fields)})" if r.fields else ""
         lines.append(f"  {SIGN[r.status]} {r.status:8} {r.type} {r.name}{extra}")
+        lines += [f"      {m}" for m in r.manifests]
     lines.append("Services:" + (" nothing restarts" if not (diff.restarts or diff.units) else ""))
     lines += [f"  {_restart_line(r)}" for r in diff.restarts]
     lines += [f"  {_unit_line(u)}" for u in diff.units]
@@ -381,8 +398,8 @@ def _md_summary(diff: Diff, stack: str, base_ref: str) -> list[str]:
     lines.append("**Resources:** " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if diff.resources:
         lines += ["", "| | type | name | what changed |", "|---|---|---|---|"]
-        lines += [f"| {SIGN[r.status]} {r.status} | `{r.type}` | `{r.name}` | {', '.join(r.fields)} |"
-                  for r in diff.resources]
+        lines += [f"| {SIGN[r.status]} {r.status} | `{r.type}` | `{r.name}` | "
+                  f"{', '.join(r.fields + tuple(f'manifest {m}' for m in r.manifests))} |" for r in diff.resources]
     lines += ["", "**Services:**" + (" nothing restarts" if not (diff.restarts or diff.units) else "")]
     lines += [f"- {_restart_line(r)}" for r in diff.restarts]
     lines += [f"- {_unit_line(u)}" for u in diff.units]

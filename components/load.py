@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import NAMESPACE, ConfigError, read_file, read_pulumi, validate
+from .config import NAMESPACE, ConfigError, read_file, read_pulumi, validated
 from .config.model import Stack
 from .config.problem import KeyProblem
 from .render import RENDERERS, render_stack
@@ -38,12 +38,12 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     """Validate the `outpost:*` keys of a stack's config mapping (other namespaces are ignored):
     the config layer's rules, then the renderers', then one owner per path."""
     file = f"Pulumi.{stack_name}.yaml"
-    stack = validate(config, stack_name)
+    stack, origin = validated(config, stack_name)
     problems = render_problems(stack)   # the renderers assume a stack that passed every check above
     if not problems:  # and what they render may not have two owners for one path
         problems = list(path_clashes(stack))
     if problems:
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
+        raise ConfigError(list(dict.fromkeys(f"{file}: {NAMESPACE}:{origin(path)}: {msg}" for path, msg in problems)))
     return stack
 
 

@@ -36,8 +36,9 @@ def _masked_inputs(res: Registered) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     for key, value in sorted(res.inputs.items()):
         if key == "stdin" and isinstance(value, str):
-            manifest = json.loads(value)
-            inputs[key] = {"manifest": manifest["name"],
+            bundle = json.loads(value)
+            inputs[key] = {"host": bundle["host"],
+                           "manifests": {m["name"]: m["token"] for m in bundle["manifests"]},
                            "sha256": hashlib.sha256(value.encode()).hexdigest()}
         elif key == "connection" and isinstance(value, dict):
             inputs[key] = {k: (SECRET if k == "privateKey" else v) for k, v in sorted(value.items())}

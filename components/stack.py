@@ -1,5 +1,5 @@
-"""The whole environment as one component: networks, hosts and, on each host, one Command per
-rendered manifest (base setup first, then the rest), wired in dependency order.
+"""The whole environment as one component: networks, hosts and, on each host, one Command that
+ships all its rendered manifests (base setup first, then the rest), wired in dependency order.
 
 `__main__.py` only loads the config and builds `Outpost`. Everything here is resources; what the
 hosts receive comes from the render layer.
@@ -24,7 +24,7 @@ from .mesh import MeshKeys
 from .render import render_stack
 from .render.restore import restored_services
 from .render.routes import certificate_hosts
-from .shipping import ship
+from .shipping import ship_host
 
 
 @dataclass
@@ -35,7 +35,7 @@ class OutpostArgs:
 
 class Outpost(pulumi.ComponentResource):
     hosts: dict[str, Host]
-    commands: dict[str, dict[str, remote.Command]]
+    commands: dict[str, remote.Command]          # host → the one Command that ships its manifests
 
     def __init__(self, name: str, args: OutpostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("outpost:stack:Outpost", name, None, opts)
@@ -116,26 +116,17 @@ class Outpost(pulumi.ComponentResource):
                       for name, h in self.hosts.items()},
         })
 
-    def _ship_host(self, host_name: str, host: Host, manifests, secrets) -> dict[str, remote.Command]:
-        """In order: base setup; certificates; the proxy; then the services, each after the
-        proxy that routes to it (a blue-green switch or a drain needs the proxy running).
-        A service whose data a `restore: auto` backup restores also waits for that backup's
-        Command: on a fresh host its apply restores the data before the service first starts."""
-        commands: dict[str, remote.Command] = {}
-        after: list[pulumi.Resource] = list(host.ready)
-        restores = restored_services(self.stack, host_name)
-        # Backups ship before the services (the render order puts them last).
-        manifests = sorted(manifests, key=lambda m: m.name.startswith("svc-"))
-        for manifest in manifests:
-            needs = list(after)
-            if manifest.name.startswith("backup-"):
-                needs += list(self.buckets.values())
-            needs += [commands[f"backup-{b}"] for b in restores.get(manifest.name.removeprefix("svc-"), [])
-                      if manifest.name.startswith("svc-")]
-            if manifest.name == "proxy" and self.dns:
-                needs += self.dns.routes_of(host_name)
-            command = ship(f"{host_name}-{manifest.name}", manifest, host.connection, secrets, host, needs)
-            commands[manifest.name] = command
-            if manifest.name in ("base", "tls", "proxy"):
-                after = [command]
-        return commands
+    def _ship_host(self, host_name: str, host: Host, manifests, secrets) -> remote.Command:
+        """The host's one Command (components/shipping.py). Its bundle applies in order: base
+        setup; certificates; the proxy; backups (a `restore: auto` backup restores a service's
+        data before the service first starts); then the services. It waits for what the host
+        needs from elsewhere: the server (or the static host's bootstrap), the buckets its
+        backups write to, and the DNS records of the names its proxy serves (ACME finds them)."""
+        order = {"base": 0, "tls": 1, "proxy": 2}
+        manifests = sorted(manifests, key=lambda m: (order.get(m.name, 3), not m.name.startswith("backup-")))
+        needs: list[pulumi.Resource] = list(host.ready)
+        if any(m.name.startswith("backup-") for m in manifests):
+            needs += list(self.buckets.values())
+        if self.dns and any(m.name == "proxy" for m in manifests):
+            needs += self.dns.routes_of(host_name)
+        return ship_host(f"{host_name}-bundle", host_name, manifests, host.connection, secrets, host, needs)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import hostnames, repository
+from . import fleet, hostnames, repository
 from .checks import check
 from .model import Stack
+from .problem import KeyProblem
 
 NAMESPACE = "outpost"
 
@@ -102,6 +104,12 @@ def read_pulumi() -> tuple[dict[str, Any], str]:
 def validate(config: dict[str, Any], stack_name: str) -> Stack:
     """Validate the `outpost:*` keys of a stack's config mapping (other namespaces are ignored)
     against the model and this layer's rules; the Stack, or a ConfigError with every problem."""
+    return validated(config, stack_name)[0]
+
+
+def validated(config: dict[str, Any], stack_name: str) -> tuple[Stack, Callable[[str], str]]:
+    """`validate`, and the map from a key path in the stack's long form (host groups written out,
+    components/config/fleet.py) to the key the user wrote, for problems found later."""
     file = f"Pulumi.{stack_name}.yaml"
     raw: dict[str, Any] = {}
     for key, value in config.items():
@@ -112,14 +120,24 @@ def validate(config: dict[str, Any], stack_name: str) -> Stack:
             value = {secret: None for secret in value}
         raw[name] = value
     try:
-        stack = Stack.model_validate(raw)
+        expanded = fleet.expand(raw)
+    except KeyProblem as problem:
+        raise ConfigError([f"{file}: {NAMESPACE}:{problem.key}: {problem.message}"]) from None
+
+    def report(problems) -> ConfigError:
+        # Key paths as the user wrote them (a group's, not its members'), each problem once: a
+        # union reports one per member, a group's template one per host made from it.
+        lines = [f"{file}: {NAMESPACE}:{expanded.origin(path)}: {msg}" for path, msg in problems]
+        return ConfigError(list(dict.fromkeys(lines)))
+
+    try:
+        stack = Stack.model_validate(expanded.raw)
     except ValidationError as exc:
-        problems = list(dict.fromkeys(_pydantic_problems(exc)))  # a union reports one problem per member
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems]) from None
+        raise report(_pydantic_problems(exc)) from None
     problems = check(stack) + list(repository.check(stack)) + list(hostnames.check(stack))
     if problems:
-        raise ConfigError([f"{file}: {NAMESPACE}:{path}: {msg}" for path, msg in problems])
-    return stack
+        raise report(problems)
+    return stack, expanded.origin
 
 
 # A mapping key written as is in a key path; any other is written ["quoted"] (JSON, ASCII).

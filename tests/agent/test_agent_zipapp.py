@@ -3,7 +3,7 @@
 Same sources, same bytes (built in two processes, and from a copy whose files have other times
 and modes); the base manifest's token moves with the agent's sources and nothing else; the bytes
 travel base64 in the manifest and come out whole through the agent's own decoding; the
-first-apply bootstrap (`_BOOT`) and a plain `python3 FILE` both run it.
+bundle bootstrap (`_BOOT`) and a plain `python3 FILE` both run it.
 """
 
 import io
@@ -20,7 +20,7 @@ from components.load import load_file
 from components.render import agent as agent_build
 from components.render.agent import AGENT_PATH, AGENT_SOURCE, agent_sources, agent_zipapp
 from components.render.base import base_manifest
-from components.shipping import _BOOT, token
+from components.shipping import _BOOT, bundle_text, token
 from outpost_agent.manifest import file_bytes, load_manifest
 from tests.conftest import ROOT
 
@@ -107,12 +107,13 @@ def test_python3_runs_the_zipapp_under_its_py_name(tmp_path):
     path = tmp_path / "outpost-apply.py"
     path.write_bytes(agent_zipapp())
     ran = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 2 and ran.stderr.startswith("usage: outpost-apply apply NAME TOKEN")
+    assert ran.returncode == 2 and ran.stderr.startswith("usage: outpost-apply apply-host HOST")
 
 
-def test_the_first_apply_bootstrap_unpacks_and_runs_the_agent_from_the_manifest(stack):
-    """_BOOT, as `create` of the base Command runs it on a new host (here with no subcommand, so
-    the agent it unpacked prints its usage and touches nothing)."""
-    ran = subprocess.run([sys.executable, "-c", _BOOT], input=base_manifest(stack, "vm").encode(),
-                         capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 2 and ran.stderr.startswith("usage: outpost-apply apply NAME TOKEN")
+def test_the_bundle_bootstrap_unpacks_and_runs_the_agent_from_the_base_manifest(stack):
+    """_BOOT, as `create` of a host's Command runs it (here with no subcommand, so the agent it
+    unpacked from the bundle's base manifest prints its usage and touches nothing)."""
+    base = base_manifest(stack, "vm")
+    bundle = bundle_text("vm", [(base.name, token(base.encode()), base.encode())])
+    ran = subprocess.run([sys.executable, "-c", _BOOT], input=bundle, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2 and ran.stderr.startswith("usage: outpost-apply apply-host HOST")

@@ -4,6 +4,8 @@ and land in 0600 files, and the bench connects it with the pinned host key only.
 
 from __future__ import annotations
 
+import json
+
 import os
 import stat
 import subprocess
@@ -91,12 +93,13 @@ def test_playbook_deploys_the_bench_stack():
     assert set(hello["secret_env"].values()) | {"deploy_key"} == set(stack["outpost:secrets"])
 
 
-def test_bench_stack_is_valid_and_deploys_one_command_per_part():
+def test_bench_stack_is_valid_and_deploys_one_bundle_of_every_part():
     load_file(BENCH_STACK)
     registered = run_program("bench", stack_config("bench", project_dir=BENCH_STACK.parent))
-    commands = [r.name for r in registered if r.type == "command:remote:Command"]
-    assert sorted(commands) == ["vm-base", "vm-bootstrap", "vm-proxy", "vm-svc-hello", "vm-svc-hello-refresh",
-                                "vm-tls"]
+    commands = {r.name: r for r in registered if r.type == "command:remote:Command"}
+    assert sorted(commands) == ["vm-bootstrap", "vm-bundle"]
+    parts = [m["name"] for m in json.loads(commands["vm-bundle"].inputs["stdin"])["manifests"]]
+    assert parts == ["base", "tls", "proxy", "svc-hello", "svc-hello-refresh"]
 
 
 def test_secrets_are_no_log_and_land_in_0600_files():

@@ -223,8 +223,13 @@ def change(base, head) -> D.Diff:
     return D.compare(base, head)
 
 
+def changed_manifests(diff: D.Diff) -> set[str]:
+    """The manifests the change touches in hosts' bundles, by name ('svc-shop changed' → svc-shop)."""
+    return {m.split()[0] for r in diff.resources for m in r.manifests}
+
+
 def services_render(diff: D.Diff) -> None:
-    assert any(r.name.endswith("svc-shop") for r in diff.resources) and any(
+    assert "svc-shop" in changed_manifests(diff) and any(
         f.path.startswith(QUADLETS) for f in diff.files), "the services renderer must render the fixture's services"
 
 
@@ -238,13 +243,15 @@ def test_secret_change_is_named_never_shown(outputs, change):
 
 def test_base_setup_is_untouched(change):
     assert not [f for f in change.files if f.manifest == "base"]
-    assert not [r for r in change.resources if r.name.endswith("-base") or r.name.endswith("-bootstrap")]
+    assert "base" not in changed_manifests(change)
+    assert not [r for r in change.resources if r.name.endswith("-bootstrap")]
 
 
 def test_only_the_changed_services_appear(change):
     services_render(change)
     assert {f.manifest for f in change.files} <= {"svc-shop", "svc-reports"}
-    assert all(("shop" in r.name) or ("reports" in r.name) for r in change.resources)
+    assert changed_manifests(change) <= {"svc-shop", "svc-reports"}
+    assert all(r.name.endswith("-bundle") for r in change.resources), change.resources
 
 
 def test_new_replica_port_shows(outputs, change):
@@ -272,8 +279,8 @@ def test_removed_service_files_and_resources_removed(base, change):
     services_render(change)
     reports_files = {p for p in base.plan["hosts"]["web1"].get("svc-reports", {}).get("files", {})}
     assert reports_files and reports_files == {f.path for f in change.files if f.status == "removed"}
-    assert [r.name for r in change.resources if r.status == "removed"] == ["web1-svc-reports"]
-    assert not [r for r in change.resources if r.status == "added"]
+    assert [(r.name, r.manifests) for r in change.resources] == [("web1-bundle", ("svc-reports removed", "svc-shop changed"))]
+    assert not [r for r in change.resources if r.status != "changed"]
 
 
 def test_headers_name_host_and_path(change, outputs):

@@ -159,12 +159,14 @@ def test_geo_pools_hold_the_addresses_of_their_hosts():
 def test_proxy_waits_for_the_names_it_serves():
     resources = registered("prod")
     urns = by_urn(resources)
-    proxies = {r.name: r for r in resources if r.name.endswith("-proxy")}
+    # the proxy is in each host's bundle: the bundle's Command waits for the names it serves
+    bundles = {r.name: r for r in resources if r.name.endswith("-bundle")}
     waits = {host: {urns[u].name for u in p.depends_on if urns[u].type in (RRSET, GEO)}
-             for host, p in proxies.items()}
+             for host, p in bundles.items()}
     geo = "dns-geo-kollektivkart.geo.example.org-A-record"
-    assert waits["web2-proxy"] == {"dns-kollektivkart.example.org-A", "dns-kollektivkart.example.org-AAAA", geo}
-    assert waits["web1-proxy"] == waits["web2-proxy"] | {"dns-peerbook.example.org-A", "dns-peerbook.example.org-AAAA"}
+    assert waits["web2-bundle"] == {"dns-kollektivkart.example.org-A", "dns-kollektivkart.example.org-AAAA", geo}
+    assert waits["web1-bundle"] == waits["web2-bundle"] | {"dns-peerbook.example.org-A", "dns-peerbook.example.org-AAAA"}
+    assert waits["vps1-bundle"] == set()           # no proxy there
 
 
 def test_dns_resources_sit_under_one_component():

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from components.render.agent import AGENT_PATH
 from tests.e2e.conftest import DEMO_SECRETS, CommandFailed
 from tests.e2e.load import Load, https_get
 from tests.e2e.report import record
@@ -57,9 +58,12 @@ def test_fresh_deploy_serves_both_routes(deployment):
     sessions = deployment.sshd.count(mark)
     record("fresh deploy (pulumi up)", time.monotonic() - started,
            f"{len(steps)} commands, {sessions.connections} SSH connections; engine: {deployment.last.changes}")
-    assert [s.op for s in steps] == ["create"] * len(steps) and len(steps) >= 6, steps
+    assert sorted((s.name, s.op) for s in steps) == [("vm-bootstrap", "create"), ("vm-bundle", "create")], steps
     assert set(deployment.last.changes) == {"create"}, deployment.last.changes
-    assert all(s.stdout.splitlines()[-1].startswith(("outpost ", "outpost bootstrap")) for s in steps), steps
+    bundle = next(s for s in steps if s.name == "vm-bundle")
+    assert bundle.stdout.splitlines()[-1] == f"outpost host vm: {len(applied(bundle))} applied, 0 unchanged, 0 removed"
+    assert applied(bundle) == ["base", "tls", "proxy", "backup-wsgi-db", "backup-wsgi-state", "svc-hello",
+                               "svc-hello-refresh", "svc-wsgi"], bundle.stdout
 
     status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(get(deployment, "/")))
     assert tag_of(body) == "1" and json.loads(body)["message"].startswith("hello"), body
@@ -137,26 +141,32 @@ def test_second_apply_runs_nothing_and_the_agent_changes_nothing(deployment):
     seconds = time.monotonic() - started
     assert set(deployment.last.changes) == {"same"}, deployment.last.changes
     assert deployment.sshd.count(mark).connections == 0, "a no-change pulumi up opens no SSH connection"
-    # The engine runs a Command only when its inputs change. Whatever re-runs an unchanged one (a
-    # state restored from backup, an operator re-running it) must find nothing to do: run each
-    # create again by hand with the stdin the state holds, as the command provider would.
-    commands = [r for r in deployment.cli.resources(show_secrets=True) if r["type"] == "command:remote:Command"]
-    for resource in commands:
-        name, inputs = resource["urn"].rsplit("::", 1)[-1], resource["inputs"]
-        if name.endswith("-bootstrap"):
-            continue
-        out = rerun_create(deployment, inputs)
-        assert out.strip().splitlines()[-1].endswith(": 0 changed, 0 removed, restarted: none"), (name, out)
+    # The engine runs the host's Command only when its inputs change, and then the agent applies
+    # only the manifests whose token moved. Whatever applies an unchanged manifest anyway (an
+    # operator, `make drift REPAIR=1`) must find nothing to do: apply each one again by hand with
+    # the manifest the state holds, as the agent's per-manifest `apply` takes it.
+    (bundle,) = [r for r in deployment.cli.resources(show_secrets=True) if r["urn"].endswith("::vm-bundle")]
+    for entry in json.loads(bundle["inputs"]["stdin"])["manifests"]:
+        out = apply_by_hand(deployment, entry)
+        assert out.strip().splitlines()[-1].endswith(": 0 changed, 0 removed, restarted: none"), (entry["name"], out)
     record("re-apply, no change (pulumi up)", seconds,
-           f"engine: {deployment.last.changes}, 0 SSH connections; forced re-run: 0 changed everywhere")
+           f"engine: {deployment.last.changes}, 0 SSH connections; every manifest applied by hand: 0 changed")
 
 
-def rerun_create(deployment, inputs: dict) -> str:
-    """A Command's create with its stdin over SSH as its connection says, host key pinned."""
+def applied(step) -> list[str]:
+    """The manifests the agent applied in this step (not the unchanged ones), in order."""
+    return [line.split(":")[0].removeprefix("outpost ") for line in step.stdout.splitlines()
+            if line.startswith("outpost ") and not line.startswith("outpost host ")
+            and not line.endswith(": unchanged")]
+
+
+def apply_by_hand(deployment, entry: dict) -> str:
+    """`outpost-apply apply NAME TOKEN` with the manifest on stdin, over SSH as the admin, host key pinned."""
     argv = deployment.vm.ssh_argv()
-    argv[-1] = f"{inputs['connection']['user']}@127.0.0.1"
-    result = subprocess.run([*argv, "--", inputs["create"]], input=inputs.get("stdin", ""), capture_output=True,
-                            text=True, timeout=600)
+    argv[-1] = f"{deployment.config['outpost:admin']['user']}@127.0.0.1"
+    text = json.dumps(entry["manifest"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    command = f"sudo -n python3 {AGENT_PATH} apply {entry['name']} {entry['token']}"
+    result = subprocess.run([*argv, "--", command], input=text, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -183,7 +193,10 @@ def test_preview_of_a_tag_change_names_the_command_and_shows_no_secret(deploymen
     text = preview.stdout + preview.stderr
     record("preview --diff of a tag change", 0, next((line.strip() for line in text.splitlines()
                                                        if "to update" in line), ""))
-    assert changed_commands(text) == {"vm-svc-hello"}, text[-4000:]
+    # the host's Command, and in its `create` the one manifest line whose token moved
+    assert changed_commands(text) == {"vm-bundle"}, text[-4000:]
+    moved = {m.group(1) for m in re.finditer(r"^\s*[-+]\s*#\s+(\S+)\s+[0-9a-f]{20}\b", text, re.M)}
+    assert moved == {"svc-hello"}, text[-4000:]
     exported = json.dumps(deployment.cli.export(show_secrets=False))
     for value in (*DEMO_SECRETS.values(), deployment.secrets["deploy_key"].strip().splitlines()[1]):
         assert value not in text, "a secret in the preview"
@@ -193,15 +206,19 @@ def test_preview_of_a_tag_change_names_the_command_and_shows_no_secret(deploymen
 
 def test_rolling_restart_under_load_loses_nothing(deployment):
     deployment.services["hello"]["container"]["tag"] = "2"
+    mark = deployment.sshd.mark()
     started = time.monotonic()
     with Load(deployment.vm.https_port, HOST, "/", deployment.ca_file(), max_seconds=900) as load:
         steps = deployment.up()
     result = load.result
+    connections = deployment.sshd.count(mark).connections
     record("rolling restart under load (tag 1 → 2)", time.monotonic() - started,
            f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}, "
-           f"slowest {result.slowest:.1f} s")
+           f"slowest {result.slowest:.1f} s; {connections} SSH connection(s)")
     print(f"rolling restart: {result.sent} requests, {result.lost} lost")
-    assert [s.name for s in steps] == ["vm-svc-hello"], steps
+    assert [s.name for s in steps] == ["vm-bundle"], steps
+    assert connections == 1, "one changed service: one session, to its host"
+    assert applied(steps[0]) == ["svc-hello"], steps[0].stdout
     assert "restarted: hello-image(restart), hello(rolling)" in steps[0].stdout
     assert result.sent > 20 and result.lost == 0, (result.failures, result.sent)
     status, body = get(deployment, "/")
@@ -264,7 +281,7 @@ def test_the_same_routes_behind_each_proxy_roll_without_loss(deployment, kind, t
     started = time.monotonic()
     steps = deployment.up()
     record(f"switch proxy to {kind}", time.monotonic() - started, f"{len(steps)} commands")
-    assert "vm-proxy" in [s.name for s in steps], steps
+    assert [s.name for s in steps] == ["vm-bundle"] and "proxy" in applied(steps[0]), steps
     assert deployment.admin_ssh(f"systemctl is-active {kind}.service").stdout.strip() == "active"
     assert deployment.admin_ssh("systemctl is-active caddy.service", check=False).stdout.strip() != "active"
     status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(get(deployment, "/")))
@@ -280,7 +297,7 @@ def test_the_same_routes_behind_each_proxy_roll_without_loss(deployment, kind, t
     record(f"rolling restart behind {kind} under load (tag → {tag})", time.monotonic() - started,
            f"{result.sent} requests, {result.lost} lost, failures {dict(result.failures)}, "
            f"slowest {result.slowest:.1f} s")
-    assert [s.name for s in steps] == ["vm-svc-hello"], steps
+    assert [s.name for s in steps] == ["vm-bundle"] and applied(steps[0]) == ["svc-hello"], steps
     assert "hello(rolling)" in steps[0].stdout
     assert result.sent > 20 and result.lost == 0, (result.failures, result.sent)
     status, body = get(deployment, "/")
@@ -292,8 +309,7 @@ def test_destroy_leaves_nothing_behind(deployment, s3):
     steps = deployment.destroy()
     record("destroy (pulumi destroy)", time.monotonic() - started, f"{len(steps)} commands deleted; "
            f"engine: {deployment.last.changes}")
-    assert steps and {s.op for s in steps} == {"delete"}, steps
-    assert steps[-1].name == "vm-bootstrap", steps
+    assert [(s.name, s.op) for s in steps] == [("vm-bundle", "delete"), ("vm-bootstrap", "delete")], steps
     assert deployment.cli.resources() == [], "the stack holds nothing after destroy"
     assert "outpost-backups" not in [b["Name"] for b in s3.client.list_buckets()["Buckets"]]
     # The base setup's removal restored the host's own sshd settings: root may log in with its key.

@@ -33,3 +33,16 @@ def of_type(resources: list[Registered], type_: str) -> list[Registered]:
 
 def by_urn(resources: list[Registered]) -> dict[str, Registered]:
     return {r.urn: r for r in resources}
+
+
+COMMAND = "command:remote:Command"
+
+
+def bundle_commands(resources: list[Registered]) -> dict[str, Registered]:
+    """host → the one Command that ships its manifests (named `<host>-bundle`)."""
+    return {r.name.removesuffix("-bundle"): r for r in of_type(resources, COMMAND) if r.name.endswith("-bundle")}
+
+
+def manifests_of(command: Registered) -> dict[str, dict]:
+    """The manifests a host's bundle Command carries on stdin, by name, in apply order."""
+    return {m["name"]: m["manifest"] for m in json.loads(command.inputs["stdin"])["manifests"]}

@@ -14,7 +14,7 @@ import yaml
 
 from components.certificates import ACME_MIN_DAYS_REMAINING, LETS_ENCRYPT
 from tests.conftest import ROOT
-from tests.program.harness import of_type, registered
+from tests.program.harness import bundle_commands, manifests_of, of_type, registered
 
 CERTIFICATE = "acme:index/certificate:Certificate"
 REGISTRATION = "acme:index/registration:Registration"
@@ -94,21 +94,21 @@ def test_keys_and_challenge_tokens_are_secret_and_nothing_secret_is_plain():
 
 def test_every_host_serving_a_name_gets_its_certificate_chain_and_key_as_secret_stdin():
     resources = registered("prod", acme_dns())
-    commands = by_name(resources, COMMAND)
+    bundles = bundle_commands(resources)
     served = {"web1": ["eu.linkedlist.org", "kollektivkart.example.org", "peerbook.example.org"],
               "web2": ["eu.linkedlist.org", "kollektivkart.example.org"]}   # peerbook runs on web1 only
     for host, names in served.items():
-        tls = commands[f"{host}-tls"]
-        assert "stdin" in tls.secret_inputs
-        files = {f["path"]: f for f in json.loads(tls.inputs["stdin"])["files"]}
+        assert "stdin" in bundles[host].secret_inputs
+        manifests = manifests_of(bundles[host])
+        files = {f["path"]: f for f in manifests["tls"]["files"]}
         assert sorted(files) == [f"/etc/outpost/tls/{n}.pem" for n in names]
         for name in names:
             bundle = files[f"/etc/outpost/tls/{name}.pem"]
             assert bundle["content"] == (f"<mock certificate tls-{name}>\n<mock issuer of tls-{name}>\n\n"
                                          f"<mock private key tls-{name}>")
             assert (bundle["mode"], bundle["group"]) == ("0640", "caddy")
-        assert commands[f"{host}-tls"].urn in commands[f"{host}-proxy"].depends_on
-    assert "vps1-tls" not in commands
+        assert list(manifests).index("tls") < list(manifests).index("proxy")
+    assert "tls" not in manifests_of(bundles["vps1"])
 
 
 def test_a_wildcard_certificate_serves_every_hostname_it_covers():
@@ -117,7 +117,7 @@ def test_a_wildcard_certificate_serves_every_hostname_it_covers():
     assert sorted(certs) == ["tls-eu.linkedlist.org", "tls-wildcard.example.org"]
     assert certs["tls-wildcard.example.org"].inputs["commonName"] == "*.example.org"
     assert certs["tls-wildcard.example.org"].inputs["dnsChallenges"][0]["provider"] == "hetzner"
-    web1 = json.loads(by_name(resources, COMMAND)["web1-tls"].inputs["stdin"])
+    web1 = manifests_of(bundle_commands(resources)["web1"])["tls"]
     files = {f["path"]: f["content"] for f in web1["files"]}
     for host in ("kollektivkart.example.org", "peerbook.example.org"):
         assert files[f"/etc/outpost/tls/{host}.pem"].startswith("<mock certificate tls-wildcard.example.org>\n")

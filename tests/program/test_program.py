@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import re
 
 import pulumi
 import pytest
@@ -9,7 +10,7 @@ import yaml
 
 from components.program import run_program, stack_config
 from tests.conftest import ROOT, STACKS
-from tests.program.harness import by_urn, of_type, registered
+from tests.program.harness import bundle_commands, by_urn, manifests_of, of_type, registered
 
 COMMAND = "command:remote:Command"
 SERVER = "hcloud:index/server:Server"
@@ -110,9 +111,9 @@ def test_hcloud_host_key_is_generated_and_injected():
 def test_static_host_bootstraps_admin_as_first_login_user():
     resources = registered("prod")
     boot = next(r for r in resources if r.name == "vps1-bootstrap")
-    base = next(r for r in resources if r.name == "vps1-base")
-    assert boot.inputs["connection"]["user"] == "root" and base.inputs["connection"]["user"] == "admin"
-    assert boot.urn in base.depends_on
+    bundle = bundle_commands(resources)["vps1"]
+    assert boot.inputs["connection"]["user"] == "root" and bundle.inputs["connection"]["user"] == "admin"
+    assert boot.urn in bundle.depends_on
     assert boot.ignore_changes == ["create"]
 
 
@@ -138,14 +139,22 @@ def test_invalid_config_registers_nothing():
     assert str(info.value).startswith("Pulumi.test.yaml: outpost:services.peerbook.hosts[0]:")
 
 
-def test_commands_run_base_then_certificates_then_proxy_then_services():
+def test_one_command_per_host_applies_base_then_certificates_then_proxy_backups_and_services():
+    """Each host gets one Command (its bundle); its manifests apply in this order, the backups
+    that restore data before the services that use it, after the static host's bootstrap."""
     resources = registered("local")
-    cmds = {r.name: r for r in of_type(resources, COMMAND)}
-    assert cmds["vm-bootstrap"].urn in cmds["vm-base"].depends_on
-    assert cmds["vm-base"].urn in cmds["vm-tls"].depends_on
-    assert cmds["vm-tls"].urn in cmds["vm-proxy"].depends_on
-    for name in ("vm-svc-hello", "vm-svc-wsgi", "vm-svc-hello-refresh"):
-        assert cmds["vm-proxy"].urn in cmds[name].depends_on, name
+    commands = {r.name: r for r in of_type(resources, COMMAND)}
+    assert sorted(commands) == ["vm-bootstrap", "vm-bundle"]
+    bundle = commands["vm-bundle"]
+    assert commands["vm-bootstrap"].urn in bundle.depends_on
+    assert list(manifests_of(bundle)) == ["base", "tls", "proxy", "backup-wsgi-db", "backup-wsgi-state",
+                                          "svc-hello", "svc-hello-refresh", "svc-wsgi"]
+    # `create` names every manifest with its token, one line each: a preview shows which moved
+    for name, manifest in manifests_of(bundle).items():
+        assert re.search(rf"^#   {re.escape(name)} +[0-9a-f]{{20}}\b", bundle.inputs["create"], re.M), name
+    for stack in STACKS:
+        hosts = {r.name for r in of_type(registered(stack), "outpost:hosts:Host")}
+        assert set(bundle_commands(registered(stack))) == hosts, stack
 
 
 def test_internal_tls_is_a_stack_ca_and_keys_travel_only_as_secrets():
@@ -155,10 +164,11 @@ def test_internal_tls_is_a_stack_ca_and_keys_travel_only_as_secrets():
     leaves = of_type(resources, "tls:index/locallySignedCert:LocallySignedCert")
     assert [leaf.name for leaf in leaves] == ["tls-hello.outpost.localhost"]
     assert leaves[0].inputs["earlyRenewalHours"] == 30 * 24
-    tls_cmd = next(r for r in of_type(resources, COMMAND) if r.name == "vm-tls")
-    assert "stdin" in tls_cmd.secret_inputs
-    assert "<mock private key tls-hello.outpost.localhost-key>" in tls_cmd.inputs["stdin"]
-    assert "private key" not in tls_cmd.inputs["create"] + tls_cmd.inputs["delete"]
+    bundle = bundle_commands(resources)["vm"]
+    assert "stdin" in bundle.secret_inputs
+    tls_files = json.dumps(manifests_of(bundle)["tls"]["files"])
+    assert "<mock private key tls-hello.outpost.localhost-key>" in tls_files
+    assert "private key" not in bundle.inputs["create"] + bundle.inputs["delete"]
 
 
 def test_buckets_are_protected_in_prod_and_emptied_on_destroy_only_in_test():
@@ -181,11 +191,10 @@ def test_wireguard_mesh_peers_every_member_with_program_made_keys():
     keys = {r.name: r for r in of_type(resources, "random:index/randomBytes:RandomBytes")}
     assert sorted(keys) == ["wireguard-mesh-vps1", "wireguard-mesh-web1", "wireguard-mesh-web2"]
     assert all(set(k.additional_secret_outputs) == {"base64", "hex"} for k in keys.values())
-    cmds = {r.name: r for r in of_type(resources, COMMAND) if r.name.endswith("-net-mesh")}
-    assert sorted(cmds) == ["vps1-net-mesh", "web1-net-mesh", "web2-net-mesh"]
-    web1 = cmds["web1-net-mesh"]
-    assert "stdin" in web1.secret_inputs
-    conf = _json.loads(web1.inputs["stdin"])["files"][0]["content"]
+    confs = _mesh_configs(resources)
+    assert sorted(confs) == ["vps1", "web1", "web2"]
+    assert "stdin" in bundle_commands(resources)["web1"].secret_inputs
+    conf = confs["web1"]
     web2_pub = public_key(keys["wireguard-mesh-web2"].outputs["base64"])
     assert f"PublicKey = {web2_pub}" in conf and len(base64.b64decode(web2_pub)) == 32
     assert "Endpoint = 203.0.113.10:51820" in conf and "AllowedIPs = 10.99.0.1/32" in conf
@@ -195,8 +204,10 @@ def test_wireguard_mesh_peers_every_member_with_program_made_keys():
 
 
 def _mesh_configs(resources) -> dict[str, str]:
-    return {r.name[:-len("-net-mesh")]: json.loads(r.inputs["stdin"])["files"][0]["content"]
-            for r in of_type(resources, COMMAND) if r.name.endswith("-net-mesh")}
+    """host → its WireGuard config, for the hosts whose bundle has the mesh's manifest."""
+    return {host: manifests["net-mesh"]["files"][0]["content"]
+            for host, cmd in bundle_commands(resources).items()
+            if "net-mesh" in (manifests := manifests_of(cmd))}
 
 
 def _peers(conf: str) -> list[str]:
@@ -228,21 +239,24 @@ def test_wireguard_peers_follow_a_host_joining_and_leaving_the_mesh():
 
 
 def test_the_preview_says_which_removal_deletes_data():
-    """`delete` is in `pulumi preview --diff` for a Command that goes away: with purge it says
-    plainly that the service's user and home go too; without purge it is the plain agent call."""
-    local = {c.name: c.inputs["delete"] for c in of_type(registered("local"), COMMAND)}
-    hello = next(d for n, d in local.items() if n.endswith("svc-hello"))
-    assert hello.endswith("  # purge: DELETES user hello with its home /home/hello and their data")
+    """`pulumi preview --diff` shows `create` (and `delete` for a Command that goes away): with
+    purge, the manifest's line says plainly that removing it deletes the service's user and home,
+    and so does the host's delete; without purge they don't."""
+    bundle = bundle_commands(registered("local"))["vm"]
+    line = next(x for x in bundle.inputs["create"].splitlines() if x.startswith("#   svc-hello "))
+    assert line.endswith("  (purge: removing it DELETES user hello with its home /home/hello and their data)")
+    assert "DELETES DATA" in bundle.inputs["delete"] and "#   svc-hello  (purge:" in bundle.inputs["delete"]
     for stack in (s for s in STACKS if s != "local"):
         for cmd in of_type(registered(stack), COMMAND):
-            assert "#" not in cmd.inputs["delete"], cmd.name
+            assert "DELETES" not in cmd.inputs["create"] + cmd.inputs.get("delete", ""), cmd.name
 
 
-def test_a_service_whose_data_an_auto_backup_restores_waits_for_that_backup():
+def test_a_service_whose_data_an_auto_backup_restores_applies_after_that_backup():
     """On a fresh host the backup's apply restores /home/kollektivkart/data before the
-    container first starts; services elsewhere don't wait."""
-    cmds = {r.name: r for r in of_type(registered("test"), COMMAND)}
-    assert cmds["web1-backup-kollektivkart-data"].urn in cmds["web1-svc-kollektivkart"].depends_on
-    backups = {r.urn for n, r in cmds.items() if "-backup-" in n}
-    waiting = sorted(n for n, r in cmds.items() if backups & set(r.depends_on))
-    assert waiting == ["web1-svc-kollektivkart"]
+    container first starts: the bundle applies the backup first, and waits for its bucket."""
+    resources = registered("test")
+    web1 = bundle_commands(resources)["web1"]
+    order = list(manifests_of(web1))
+    assert order.index("backup-kollektivkart-data") < order.index("svc-kollektivkart")
+    buckets = {r.urn for r in resources if r.type == "pulumi-python:dynamic/outpost:Bucket"}
+    assert buckets and buckets <= set(web1.depends_on)

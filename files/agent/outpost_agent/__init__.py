@@ -2,8 +2,13 @@
 
 Shipped as one zipapp (built by components/render/agent.py from this package and ../__main__.py)
 to /usr/local/lib/outpost/outpost-apply.py by the base setup, and run as root
-(`sudo -n python3 ...`) by every outpost `remote.Command`:
+(`sudo -n python3 ...`) by the one outpost `remote.Command` each host has:
 
+    outpost-apply apply-host HOST < bundle.json      apply each manifest of the host's bundle
+                                                      whose token changed, in order; then remove
+                                                      the ones the previous bundle had and this
+                                                      one drops (bundle.py)
+    outpost-apply remove-host HOST                   remove every stored manifest, base last
     outpost-apply apply NAME TOKEN < manifest.json   ensure packages, users, dirs, files and
                                                       units; remove what the previous manifest
                                                       of NAME had and this one drops; run the
@@ -35,7 +40,7 @@ Python 3 standard library only; every external command runs from an argv list, e
 bounded, failures end in one paragraph on stderr and a non-zero exit.
 
 The modules, bottom first; each imports only modules above it in this list (tests/test_layout.py
-checks it). The classes stack the same way: `cli.Agent` is `Operate`, which is `Applier`, ...,
+checks it). The classes stack the same way: `cli.Agent` is `Operate`, which is `Bundles`, ...,
 down to `Host`, each adding one concern's methods.
 
     base        the error type, the state directory, running a command
@@ -52,6 +57,7 @@ down to `Host`, each adding one concern's methods.
     health      HTTP health probes and haproxy's admin socket (functions)
     restarts    the restart plan, blue-green switches, rollback of a failed group (Restarts)
     apply       apply and remove (Applier)
+    bundle      apply-host and remove-host: a host's manifests from one Command (Bundles)
     operate     status, report, drift, repair, rollback, logs (Operate)
     cli         Agent and main()
 """

@@ -18,7 +18,8 @@ class Agent(Operate):
     listed, bottom first, in the package docstring."""
 
 
-USAGE = ("usage: outpost-apply apply NAME TOKEN < manifest.json | remove NAME TOKEN"
+USAGE = ("usage: outpost-apply apply-host HOST < bundle.json | remove-host HOST"
+         " | apply NAME TOKEN < manifest.json | remove NAME TOKEN"
          " | restart NAME | switch GROUP | status | report --json | drift --json [--repair]"
          " | repair NAME | rollback NAME | logs NAME [--since=WHEN] [--lines=N] [--follow]")
 
@@ -35,6 +36,11 @@ def main(argv=None, agent=None):
                 agent.apply(name, token, sys.stdin.read())
             else:
                 agent.remove(name, token)
+        elif len(args) == 2 and args[0] in ("apply-host", "remove-host") and NAME_RE.match(args[1]):
+            if args[0] == "apply-host":
+                agent.apply_host(args[1], sys.stdin.read())
+            else:
+                agent.remove_host(args[1])
         elif len(args) == 2 and args[0] == "switch" and NAME_RE.match(args[1]):
             agent.switch(args[1])
         elif len(args) == 2 and args[0] == "restart" and NAME_RE.match(args[1]):

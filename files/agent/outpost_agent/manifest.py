@@ -29,6 +29,37 @@ STRATEGIES = ("restart", "reload", "rolling", "blue-green")
 SCRATCH_ROOTS = ("/usr/local/lib/outpost/", "/var/cache/outpost-")
 
 
+def load_bundle(text, host):
+    """The host bundle on stdin (`apply-host`): [(name, token, manifest text)] in the order they
+    apply; raise AgentError listing every problem. Each manifest's text is its canonical JSON (what
+    `apply NAME TOKEN` would read on stdin), checked by load_manifest when it applies."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise AgentError(f"the host bundle on stdin is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != 1 or not isinstance(doc.get("manifests"), list):
+        raise AgentError("the host bundle on stdin must be {\"format\": 1, \"host\": ..., \"manifests\": [...]}")
+    problems = [] if doc.get("host") == host else [f"host is {doc.get('host')!r} but the command line says {host!r}"]
+    entries, seen = [], set()
+    for i, entry in enumerate(doc["manifests"]):
+        if not isinstance(entry, dict) or set(entry) != {"name", "token", "manifest"}:
+            problems.append(f"manifests[{i}] must be {{name, token, manifest}}")
+            continue
+        name, token = entry["name"], entry["token"]
+        if not (isinstance(name, str) and NAME_RE.match(name)) or not (isinstance(token, str) and TOKEN_RE.match(token)):
+            problems.append(f"manifests[{i}]: bad name {name!r} or token")
+        elif name in seen:
+            problems.append(f"manifests[{i}]: {name} appears twice")
+        seen.add(name)
+        entries.append((name, token, json.dumps(entry["manifest"], sort_keys=True, separators=(",", ":"),
+                                                ensure_ascii=False)))
+    if "base" not in seen:
+        problems.append("the base manifest is missing: every host bundle starts with it")
+    if problems:
+        raise AgentError("bad host bundle: " + "; ".join(problems))
+    return entries
+
+
 def load_manifest(text, name):
     """Parse the manifest text for NAME; fill defaults; raise AgentError listing every problem."""
     try:

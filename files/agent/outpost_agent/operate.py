@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from .apply import Applier
+from .bundle import Bundles
 from .base import AgentError
 from .health import probe
 from .manifest import load_manifest, mask, owned_units
@@ -45,7 +45,7 @@ def name_of(lookup, ident):
         return str(ident)
 
 
-class Operate(Applier):
+class Operate(Bundles):
     """The day-two subcommands."""
 
     def status(self):
