@@ -50,7 +50,7 @@ LAYERS = {
     "components": 0,   # the package's own (empty) __init__
 }
 AGENT_ORDER = ("base", "manifest", "host", "masking", "fs", "staging", "state", "journal", "originals",
-               "accounts", "units", "health", "restarts", "apply", "operate", "cli")
+               "accounts", "units", "health", "restarts", "apply", "bundle", "operate", "cli")
 
 
 def module_name(path: Path) -> str:

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from bench.eval_scale import synthetic_config
-from components.config import ConfigError, load_file, parse
+from components.config import ConfigError
+from components.load import load_file, parse
 from components.program import run_program, stack_config
 from components.render import render_stack
 from tests.conftest import ROOT

@@ -136,7 +136,11 @@ def test_the_real_preview_lists_what_the_program_registers_and_no_secret(stack, 
     assert count(found, "hcloud:index/zone:Zone") == (0 if stack == "test" else 1)
     assert count(found, "pulumi-python:dynamic/outpost:Bucket") == 1
     assert count(found, "pulumi-python:dynamic/outpost:GeoRecordSet") == 1
-    assert count(found, "command:remote:Command") >= 7
+    hosts = preview.config["outpost:hosts"]
+    statics = [h for h, c in hosts.items() if c["provider"] == "static"]
+    # one bundle Command per host, and a static host's first-login bootstrap
+    assert count(found, "command:remote:Command") == len(hosts) + len(statics)
+    assert count(found, "command:remote:CopyToRemote") == len(hosts)      # the agent, uploaded
     if stack == ACME_DNS:
         assert count(found, "acme:index/registration:Registration") == 1
         assert count(found, "acme:index/certificate:Certificate") == 3   # one per route hostname

@@ -95,7 +95,7 @@ class Bundles(Applier):
                 if name == "base":
                     # the base's removal empties the state dir: host.json goes first
                     with contextlib.suppress(FileNotFoundError):
-                        self.remove_file(HOST_STATE)
+                        self.remove_entry(HOST_STATE)
                 self.remove_bundled(name)
                 if name != "base":
                     self.save_bundled(host, [n for n in self.bundled() if n != name])
