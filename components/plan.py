@@ -67,8 +67,8 @@ def manifest_document(manifest: Manifest) -> dict[str, Any]:
     doc = manifest.to_json()
     files = {}
     for f in doc.pop("files"):
-        content = f.pop("content")
-        f["sha256"] = hashlib.sha256(content.encode()).hexdigest()
+        if "agent_sha256" not in f:        # the agent is already named by its digest
+            f["sha256"] = hashlib.sha256(f.pop("content").encode()).hexdigest()
         files[f.pop("path")] = f
     doc["files"] = files
     doc["secrets"] = list(manifest.secrets)

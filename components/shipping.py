@@ -13,8 +13,9 @@ What the engine holds, and shows in `pulumi preview --diff`:
   says when removing the host deletes data (users with purge).
 - `stdin` is the bundle: canonical JSON, a Pulumi secret whenever any manifest holds a secret.
 A token is its masked manifest's digest, so a no-change `pulumi up` sees byte-identical inputs and
-runs nothing. The base manifest carries the agent; `create` runs that very agent out of stdin
-(`_BOOT`), so a new host needs nothing installed and the agent always matches the bundle.
+runs nothing. The agent itself is not in stdin: `<host>-agent` uploads its zipapp as a file asset
+(the engine holds its hash) when it changes, the base manifest names it by sha256, and `create`
+runs exactly that agent (`_BOOT`), so a new host needs nothing installed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import pulumi
 from pulumi_command import remote
 
-from .render.agent import AGENT_PATH
+from .render.agent import AGENT_PATH, UPLOAD_PATH, agent_digest, agent_file
 from .render.manifest import Manifest, encoded_digest
 
 COMMAND_TYPE = "command:remote:Command"
@@ -35,20 +36,31 @@ COMMAND_TYPE = "command:remote:Command"
 # tool's error text, which must never be readable from a state file or a CI log.
 SECRET_OUTPUTS = ("stdin", "stdout", "stderr")
 
-# Runs the agent carried inside the bundle's base manifest: the host's own copy may be missing (a
-# new host) or older. Standard library only; the agent (a zipapp, so its entry is base64, `b64:
-# true`) is written to a 0700 temporary directory and removed afterwards. This is the one file
-# entry decoded outside the agent's manifest module (docs/manifest.md).
+# Runs the agent this bundle names by its sha256 (argv: HOST ADMIN SHA256): the copy the deploy
+# uploaded to the admin's home when the agent changed (`<host>-agent`), or else the one the base
+# setup installed. Standard library only; read without following links, checked against the
+# digest, run from a 0700 temporary directory. The agent drops the upload once its apply went
+# through (`--upload-by`), so a run cut short finds it again.
 _BOOT = f"""\
-import base64, json, os, subprocess, sys, tempfile
-text = sys.stdin.read()
-base = next(m["manifest"] for m in json.loads(text)["manifests"] if m["name"] == "base")
-entry = next(f for f in base["files"] if f["path"] == {AGENT_PATH!r})
+import hashlib, os, subprocess, sys, tempfile
+host, admin, digest = sys.argv[1:4]
+upload = {UPLOAD_PATH!r}.format(admin=admin)
+def read(path):
+    try:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+agent = next((data for data in map(read, (upload, {AGENT_PATH!r}))
+              if data is not None and hashlib.sha256(data).hexdigest() == digest), None)
+if agent is None:
+    sys.exit(f"outpost: the agent this deploy needs (sha256 {{digest[:16]}}...) is neither uploaded at {{upload}} "
+             f"nor installed at {AGENT_PATH}: upload it again with `pulumi up --replace` of the {{host}}-agent resource")
 with tempfile.TemporaryDirectory() as tmp:
-    agent = os.path.join(tmp, "outpost-apply.py")
-    with open(agent, "wb") as out:
-        out.write(base64.b64decode(entry["content"]))
-    sys.exit(subprocess.run([sys.executable, agent] + sys.argv[1:], input=text.encode()).returncode)
+    path = os.path.join(tmp, "outpost-apply.py")
+    with open(path, "wb") as out:
+        out.write(agent)
+    sys.exit(subprocess.run([sys.executable, path, "apply-host", host, "--upload-by", admin]).returncode)
 """
 
 
@@ -63,21 +75,22 @@ def purge_note(manifest: Manifest) -> str:
             + " and their data)") if purged else ""
 
 
-def create_command(host: str, entries: Sequence[tuple[Manifest, str]]) -> str:
+def create_command(host: str, admin: str, entries: Sequence[tuple[Manifest, str]]) -> str:
     """The manifests and their tokens as comment lines, then the agent's `apply-host`."""
     width = max(len(m.name) for m, _ in entries)
     lines = [f"# outpost on {host}: each manifest and its token; the agent applies the ones that changed"]
     lines += [f"#   {m.name:<{width}}  {tok}{purge_note(m)}" for m, tok in entries]
-    lines.append(shlex.join(["sudo", "-n", "python3", "-c", _BOOT, "apply-host", host]))
+    lines.append(shlex.join(["sudo", "-n", "python3", "-c", _BOOT, host, admin, agent_digest()]))
     return "\n".join(lines)
 
 
-def delete_command(host: str, manifests: Sequence[Manifest]) -> str:
+def delete_command(host: str, admin: str, manifests: Sequence[Manifest]) -> str:
     """The agent's `remove-host`. When it deletes data (users with purge), a comment says so, so
     `pulumi preview --diff` shows it plainly on the Command that goes away."""
     notes = [f"#   {m.name}{purge_note(m)}" for m in manifests if purge_note(m)]
     head = [f"# outpost on {host}: removes every manifest" + (", and DELETES DATA:" if notes else "")]
-    return "\n".join(head + notes + [shlex.join(["sudo", "-n", "python3", AGENT_PATH, "remove-host", host])])
+    remove = ["sudo", "-n", "python3", AGENT_PATH, "remove-host", host, "--upload-by", admin]
+    return "\n".join(head + notes + [shlex.join(remove)])
 
 
 def bundle_text(host: str, entries: Sequence[tuple[str, str, str]]) -> str:
@@ -106,23 +119,38 @@ def stdin_for(host: str, entries: Sequence[tuple[Manifest, str, str]],
     return pulumi.Output.secret(pulumi.Output.all(*[secrets[n] for n in names]).apply(filled))
 
 
-def ship_host(name: str, host: str, manifests: Sequence[Manifest], connection: remote.ConnectionArgs,
+def ship_agent(name: str, admin: str, connection: remote.ConnectionArgs, parent: pulumi.Resource,
+               depends_on: Sequence[pulumi.Resource] = ()) -> remote.CopyToRemote:
+    """The agent's zipapp uploaded to the admin's home: a file asset, so the engine holds its hash,
+    not its ~170 KB, for each host; it runs again only when the agent changes (or the host does)."""
+    return remote.CopyToRemote(
+        name, connection=connection, source=pulumi.FileAsset(str(agent_file())),
+        remote_path=UPLOAD_PATH.format(admin=admin),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)))
+
+
+def ship_host(name: str, host: str, admin: str, manifests: Sequence[Manifest], connection: remote.ConnectionArgs,
               secrets: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource,
               depends_on: Sequence[pulumi.Resource] = ()) -> remote.Command:
-    """The one Command that applies MANIFESTS (base first, in apply order) on HOST."""
+    """The one Command that applies MANIFESTS (base first, in apply order) on HOST, after DEPENDS_ON
+    (which holds the agent's upload)."""
     if not manifests or manifests[0].name != "base":
         raise ValueError(f"{host}: a host's manifests start with its base setup")
     entries = []
     for manifest in manifests:
         masked = manifest.encode()      # encoded once: the token's source and, without secrets, stdin
         entries.append((manifest, token(masked), masked))
+    stdin = stdin_for(host, entries, secrets)
+    # stdin is a secret output only when it is a secret: secret bytes in the state cost the engine
+    # memory and time at every step, plain ones next to nothing (docs/engine-scale.md)
+    secret_outputs = [o for o in SECRET_OUTPUTS if o != "stdin" or isinstance(stdin, pulumi.Output)]
     return remote.Command(
         name,
         connection=connection,
-        create=create_command(host, [(m, tok) for m, tok, _ in entries]),
-        delete=delete_command(host, manifests),
-        stdin=stdin_for(host, entries, secrets),
+        create=create_command(host, admin, [(m, tok) for m, tok, _ in entries]),
+        delete=delete_command(host, admin, manifests),
+        stdin=stdin,
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on),
-                                    additional_secret_outputs=list(SECRET_OUTPUTS)),
+                                    additional_secret_outputs=secret_outputs),
     )

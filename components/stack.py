@@ -24,7 +24,7 @@ from .mesh import MeshKeys
 from .render import render_stack
 from .render.restore import restored_services
 from .render.routes import certificate_hosts
-from .shipping import ship_host
+from .shipping import ship_agent, ship_host
 
 
 @dataclass
@@ -124,9 +124,10 @@ class Outpost(pulumi.ComponentResource):
         backups write to, and the DNS records of the names its proxy serves (ACME finds them)."""
         order = {"base": 0, "tls": 1, "proxy": 2}
         manifests = sorted(manifests, key=lambda m: (order.get(m.name, 3), not m.name.startswith("backup-")))
-        needs: list[pulumi.Resource] = list(host.ready)
+        admin = self.stack.admin.user
+        needs: list[pulumi.Resource] = [ship_agent(f"{host_name}-agent", admin, host.connection, host, host.ready)]
         if any(m.name.startswith("backup-") for m in manifests):
             needs += list(self.buckets.values())
         if self.dns and any(m.name == "proxy" for m in manifests):
             needs += self.dns.routes_of(host_name)
-        return ship_host(f"{host_name}-bundle", host_name, manifests, host.connection, secrets, host, needs)
+        return ship_host(f"{host_name}-bundle", host_name, admin, manifests, host.connection, secrets, host, needs)

@@ -16,11 +16,17 @@ tools all run `python3 /usr/local/lib/outpost/outpost-apply.py`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
 AGENT_PATH = "/usr/local/lib/outpost/outpost-apply.py"
+# Where the deploy uploads the agent, as the admin, when it changes (components/shipping.py); the
+# agent's own outpost_agent/base.py names the same path.
+UPLOAD_PATH = "/home/{admin}/.outpost-agent.pyz"
 AGENT_SOURCE = Path(__file__).resolve().parent.parent.parent / "files" / "agent"
 SHEBANG = b"#!/usr/bin/env python3\n"
 EPOCH = (1980, 1, 1, 0, 0, 0)    # the earliest date a zip entry can carry
@@ -52,3 +58,23 @@ def _archive(sources: tuple[tuple[str, bytes], ...]) -> bytes:
 def agent_zipapp(source: Path | None = None) -> bytes:
     """The agent as one zipapp: `python3 FILE ARGS` runs outpost_agent.cli."""
     return _archive(agent_sources(source))
+
+
+def agent_digest(source: Path | None = None) -> str:
+    """sha256 of the zipapp: how the base manifest and the host's Command name the agent."""
+    return hashlib.sha256(agent_zipapp(source)).hexdigest()
+
+
+def agent_file(cache: Path | None = None) -> Path:
+    """The zipapp as a file on the deploying machine, named by its digest (the engine hashes it
+    and uploads it, but holds only its hash): ~/.cache/outpost/agent/outpost-agent-<digest>.pyz,
+    written once, atomically."""
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "outpost" / "agent"
+    path = cache / f"outpost-agent-{agent_digest()[:32]}.pyz"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=".agent-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(agent_zipapp())
+        os.replace(tmp, path)
+    return path

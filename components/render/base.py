@@ -89,7 +89,8 @@ def base_manifest(stack: Stack, host: str) -> Manifest:
         packages=packages_for(stack, host),
         dirs=[Dir("/usr/local/lib/outpost", "0755"), Dir("/var/lib/outpost", "0700")],
         files=[
-            File(AGENT_PATH, agent_zipapp(), "0755"),   # bytes: travels base64 (b64: true)
+            # named by its sha256 in the manifest; the agent applying it supplies its own bytes
+            File(AGENT_PATH, agent_zipapp(), "0755", is_agent=True),
             File(sshd, sshd_config(stack), "0644"),
             File(f"/etc/sudoers.d/90-outpost-{admin}", sudoers(admin), "0440"),
             File(f"{home}/.ssh/authorized_keys", authorized_keys(stack), "0600", admin, admin),

@@ -34,6 +34,9 @@ class File:
     # How secret values are written into this file (see secret_values.py); not part of the wire
     # format: the filled-in content is.
     secret_format: str = "raw"
+    # The on-host agent itself: the wire format names it by sha256 (`agent_sha256`) and the agent
+    # that applies the manifest supplies its own bytes, so no Command's stdin carries them.
+    is_agent: bool = False
 
     def __post_init__(self) -> None:
         if self.secret_format not in FORMATS:
@@ -46,6 +49,10 @@ class File:
         return tuple(sorted(set(SECRET_RE.findall(self.content))))
 
     def to_json(self) -> dict[str, Any]:
+        if self.is_agent:
+            assert isinstance(self.content, bytes), self.path
+            return {"path": self.path, "mode": self.mode, "owner": self.owner, "group": self.group,
+                    "agent_sha256": hashlib.sha256(self.content).hexdigest()}
         if isinstance(self.content, bytes):
             content, b64 = base64.b64encode(self.content).decode(), True
         else:
@@ -150,7 +157,7 @@ class Manifest:
                 return written
 
             for f in doc["files"]:
-                if not f["b64"]:
+                if not f.get("b64", True):
                     fmt, path = formats[f["path"]], f["path"]
                     f["content"] = SECRET_RE.sub(lambda m: filled(fmt, m.group(1), path), f["content"])
             if values - {""}:

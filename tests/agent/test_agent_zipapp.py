@@ -3,9 +3,10 @@
 Same sources, same bytes (built in two processes, and from a copy whose files have other times
 and modes); the base manifest's token moves with the agent's sources and nothing else; the bytes
 travel base64 in the manifest and come out whole through the agent's own decoding; the
-bundle bootstrap (`_BOOT`) and a plain `python3 FILE` both run it.
+bootstrap (`_BOOT`) runs the uploaded agent it names, and a plain `python3 FILE` runs it too.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -18,9 +19,12 @@ import pytest
 
 from components.load import load_file
 from components.render import agent as agent_build
-from components.render.agent import AGENT_PATH, AGENT_SOURCE, agent_sources, agent_zipapp
+from components.render.agent import AGENT_PATH, AGENT_SOURCE, UPLOAD_PATH, agent_digest, agent_sources, agent_zipapp
 from components.render.base import base_manifest
 from components.shipping import _BOOT, bundle_text, token
+from outpost_agent import base as agent_base
+from outpost_agent import manifest as manifest_module
+from outpost_agent.base import AgentError
 from outpost_agent.manifest import file_bytes, load_manifest
 from tests.conftest import ROOT
 
@@ -96,11 +100,23 @@ def test_the_base_token_changes_with_the_agents_sources_and_only_with_them(stack
     assert agent_entry != [f for f in changed_doc["files"] if f["path"] == AGENT_PATH]
 
 
-def test_the_manifest_carries_the_zipapp_as_base64_and_the_agent_decodes_it_whole(stack):
+def test_the_manifest_names_the_agent_by_digest_and_the_agent_supplies_itself(stack, monkeypatch):
+    """No Command carries the agent's bytes: the base manifest names it by sha256, and the agent
+    applying the manifest fills in its own zipapp, and only when that is the one named."""
     text = base_manifest(stack, "vm").encode()
+    entry = next(f for f in json.loads(text)["files"] if f["path"] == AGENT_PATH)
+    assert entry == {"path": AGENT_PATH, "mode": "0755", "owner": "root", "group": "root",
+                     "agent_sha256": agent_digest()}
+    monkeypatch.setattr(manifest_module, "OWN_ZIPAPP", agent_zipapp())
     entry = next(f for f in load_manifest(text, "base")["files"] if f["path"] == AGENT_PATH)
-    assert entry["b64"] is True and entry["mode"] == "0755"
-    assert file_bytes(entry) == agent_zipapp()
+    assert entry["b64"] is True and file_bytes(entry) == agent_zipapp()
+    monkeypatch.setattr(manifest_module, "OWN_ZIPAPP", agent_zipapp() + b"\n# another agent")
+    with pytest.raises(AgentError, match="only the agent itself can install itself"):
+        load_manifest(text, "base")
+
+
+def test_the_render_layer_and_the_agent_name_one_upload_path():
+    assert UPLOAD_PATH == agent_base.UPLOAD_PATH
 
 
 def test_python3_runs_the_zipapp_under_its_py_name(tmp_path):
@@ -110,10 +126,32 @@ def test_python3_runs_the_zipapp_under_its_py_name(tmp_path):
     assert ran.returncode == 2 and ran.stderr.startswith("usage: outpost-apply apply-host HOST")
 
 
-def test_the_bundle_bootstrap_unpacks_and_runs_the_agent_from_the_base_manifest(stack):
-    """_BOOT, as `create` of a host's Command runs it (here with no subcommand, so the agent it
-    unpacked from the bundle's base manifest prints its usage and touches nothing)."""
-    base = base_manifest(stack, "vm")
-    bundle = bundle_text("vm", [(base.name, token(base.encode()), base.encode())])
-    ran = subprocess.run([sys.executable, "-c", _BOOT], input=bundle, capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 2 and ran.stderr.startswith("usage: outpost-apply apply-host HOST")
+@pytest.fixture
+def uploaded(tmp_path):
+    """A stand-in zipapp (it prints its argv and the size of its stdin) uploaded where the deploy
+    puts the agent, for an admin that exists only for this test; removed after."""
+    admin = f"outpost-boot-{os.getpid()}"
+    home = f"/home/{admin}"
+    os.makedirs(home, mode=0o700)
+    stand_in = io.BytesIO()
+    with zipfile.ZipFile(stand_in, "w") as archive:
+        archive.writestr("__main__.py", "import sys\nprint(sys.argv[1:], len(sys.stdin.read()))\n")
+    data = stand_in.getvalue()
+    with open(UPLOAD_PATH.format(admin=admin), "wb") as out:
+        out.write(data)
+    yield admin, hashlib.sha256(data).hexdigest()
+    shutil.rmtree(home)
+
+
+def test_the_bootstrap_runs_the_uploaded_agent_it_names_and_no_other(uploaded):
+    """_BOOT, as a host's Command runs it: the upload whose sha256 the command names runs, with
+    the bundle on stdin and apply-host's arguments; any other is refused, naming where it looked."""
+    admin, digest = uploaded
+    ran = subprocess.run([sys.executable, "-c", _BOOT, "vm", admin, digest], input="bundle",
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == f"['apply-host', 'vm', '--upload-by', '{admin}'] 6"
+    other = subprocess.run([sys.executable, "-c", _BOOT, "vm", admin, "0" * 64], input="bundle",
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 1
+    assert f"neither uploaded at {UPLOAD_PATH.format(admin=admin)} nor installed at {AGENT_PATH}" in other.stderr

@@ -9,6 +9,9 @@ import shlex
 import subprocess
 
 STATE_DIR = "/var/lib/outpost"
+# Where outpost's deploy uploads the agent (as the admin, over SFTP) when it changes; the render
+# layer's components/render/agent.py names the same path (tests/agent checks they agree).
+UPLOAD_PATH = "/home/{admin}/.outpost-agent.pyz"
 COMMAND_TIMEOUT = 300
 
 

@@ -14,7 +14,7 @@ Above apply (it applies and removes through it), below operate.
 import contextlib
 
 from .apply import Applier
-from .base import STATE_DIR, AgentError
+from .base import STATE_DIR, UPLOAD_PATH, AgentError
 from .manifest import load_bundle, load_manifest
 
 HOST_STATE = f"{STATE_DIR}/host.json"
@@ -46,7 +46,13 @@ class Bundles(Applier):
             return "unchanged"
         return None
 
-    def apply_host(self, host, text):
+    def drop_upload(self, admin):
+        """The agent the deploy uploaded to the admin's home: the base manifest installed it (or
+        the host is going), so the copy goes (walked as the admin's, never through a link)."""
+        if admin:
+            self.remove_file(UPLOAD_PATH.format(admin=admin), admin)
+
+    def apply_host(self, host, text, upload_by=None):
         entries = load_bundle(text, host)
         names = [name for name, _, _ in entries]
         applied = kept = removed = 0
@@ -70,6 +76,7 @@ class Bundles(Applier):
                 removed += self.remove_bundled(name)
                 self.save_bundled(host, [n for n in self.bundled() if n != name])
             self.save_bundled(host, names)
+            self.drop_upload(upload_by)
         line = f"outpost host {host}: {applied} applied, {kept} unchanged, {removed} removed"
         self.say(line)
         return line
@@ -83,9 +90,10 @@ class Bundles(Applier):
             result["line"] = self.remove_locked(name, token)
         return 1
 
-    def remove_host(self, host):
+    def remove_host(self, host, upload_by=None):
         """Remove every stored manifest: the bundle's in reverse order, then any other, the base
         setup last (its removal takes the agent's own state along)."""
+        self.drop_upload(upload_by)
         with self.locked():
             stored = sorted(s["name"] for s in self.other_states(None))
             order = [n for n in reversed(self.bundled()) if n in stored]

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from .base import AgentError
-from .manifest import NAME_RE, TOKEN_RE
+from .manifest import NAME_RE, TOKEN_RE, USER_RE
 from .operate import Operate
 
 
@@ -18,7 +18,8 @@ class Agent(Operate):
     listed, bottom first, in the package docstring."""
 
 
-USAGE = ("usage: outpost-apply apply-host HOST < bundle.json | remove-host HOST"
+USAGE = ("usage: outpost-apply apply-host HOST [--upload-by ADMIN] < bundle.json"
+         " | remove-host HOST [--upload-by ADMIN]"
          " | apply NAME TOKEN < manifest.json | remove NAME TOKEN"
          " | restart NAME | switch GROUP | status | report --json | drift --json [--repair]"
          " | repair NAME | rollback NAME | logs NAME [--since=WHEN] [--lines=N] [--follow]")
@@ -36,11 +37,13 @@ def main(argv=None, agent=None):
                 agent.apply(name, token, sys.stdin.read())
             else:
                 agent.remove(name, token)
-        elif len(args) == 2 and args[0] in ("apply-host", "remove-host") and NAME_RE.match(args[1]):
+        elif (args[:1] in (["apply-host"], ["remove-host"]) and len(args) in (2, 4) and NAME_RE.match(args[1])
+              and (len(args) == 2 or (args[2] == "--upload-by" and USER_RE.match(args[3])))):
+            upload_by = args[3] if len(args) == 4 else None
             if args[0] == "apply-host":
-                agent.apply_host(args[1], sys.stdin.read())
+                agent.apply_host(args[1], sys.stdin.read(), upload_by)
             else:
-                agent.remove_host(args[1])
+                agent.remove_host(args[1], upload_by)
         elif len(args) == 2 and args[0] == "switch" and NAME_RE.match(args[1]):
             agent.switch(args[1])
         elif len(args) == 2 and args[0] == "restart" and NAME_RE.match(args[1]):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import urllib.parse
 
 from .base import AgentError
@@ -96,8 +97,10 @@ def load_manifest(text, name):
         problems += check_owned(d, f"dirs[{i}]", "0755", ("path", "mode", "owner", "group"))
     for i, f in enumerate(m["files"]):
         problems += check_owned(f, f"files[{i}]", "0644",
-                                ("path", "mode", "owner", "group", "content", "b64"))
-        if isinstance(f, dict):
+                                ("path", "mode", "owner", "group", "content", "b64", "agent_sha256"))
+        if isinstance(f, dict) and "agent_sha256" in f:
+            problems += take_own_bytes(f, f"files[{i}]")
+        elif isinstance(f, dict):
             f.setdefault("b64", False)
             if not isinstance(f.get("content"), str):
                 problems.append(f"files[{i}]: content must be a string")
@@ -245,6 +248,35 @@ def check_switch(g, where, paths):
     if sw.get("path") in paths:
         problems.append(f"{where}: the switch file {sw['path']} must not also be a manifest file")
     return problems
+
+
+# The zipapp this agent runs from, as the manifest that installs it names it (by sha256, not by
+# content, so that the engine never holds its bytes: components/shipping.py). Tests set the bytes.
+OWN_ZIPAPP = None
+
+
+def own_zipapp():
+    if OWN_ZIPAPP is not None:
+        return OWN_ZIPAPP
+    with open(sys.argv[0], "rb") as fh:
+        return fh.read()
+
+
+def take_own_bytes(f, where):
+    """A file entry that is the agent itself ({"agent_sha256": ...}, no content) gets the running
+    agent's bytes as its content, when they are the ones it names."""
+    if set(f) & {"content", "b64"}:
+        return [f"{where}: agent_sha256 comes without content"]
+    try:
+        own = own_zipapp()
+    except OSError as e:
+        return [f"{where}: the agent cannot read its own zipapp {sys.argv[0]!r}: {e.strerror}"]
+    if hashlib.sha256(own).hexdigest() != f["agent_sha256"]:
+        return [f"{where}: installs the agent {str(f['agent_sha256'])[:16]}..., but the agent running is "
+                f"{hashlib.sha256(own).hexdigest()[:16]}...: only the agent itself can install itself"]
+    del f["agent_sha256"]
+    f.update(content=base64.b64encode(own).decode(), b64=True)
+    return []
 
 
 def file_bytes(f):
