@@ -104,7 +104,11 @@ class OutpostMocks(pulumi.runtime.Mocks):
 
 
 def _unwrap_secrets(value: Any) -> Any:
-    """Inputs as plain values (which ones were secret is kept apart in `secret_inputs`)."""
+    """Inputs as plain values (which ones were secret is kept apart in `secret_inputs`); a file
+    asset as {"file_asset": its file's name} (the agent's upload: the name holds its digest, the
+    directory is the deploying machine's cache)."""
+    if isinstance(value, pulumi.FileAsset):
+        return {"file_asset": Path(value.path).name}
     if isinstance(value, dict):
         if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
             return _unwrap_secrets(value.get("value"))

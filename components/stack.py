@@ -125,7 +125,8 @@ class Outpost(pulumi.ComponentResource):
         order = {"base": 0, "tls": 1, "proxy": 2}
         manifests = sorted(manifests, key=lambda m: (order.get(m.name, 3), not m.name.startswith("backup-")))
         admin = self.stack.admin.user
-        needs: list[pulumi.Resource] = [ship_agent(f"{host_name}-agent", admin, host.connection, host, host.ready)]
+        agent = ship_agent(f"{host_name}-agent", admin, host.connection, host, host.ready)
+        needs: list[pulumi.Resource] = [*host.ready, agent]
         if any(m.name.startswith("backup-") for m in manifests):
             needs += list(self.buckets.values())
         if self.dns and any(m.name == "proxy" for m in manifests):

@@ -122,7 +122,7 @@ def test_one_real_size(capsys):
     doc = json.loads(capsys.readouterr().out)
     outpost, floor = doc["rows"]
     assert outpost["status"] == floor["status"] == "ok", doc["rows"]
-    assert outpost["resources"] == floor["resources"] > 30
+    assert outpost["resources"] == floor["resources"] > 15          # one host: 22 resources
     assert set(outpost["providers"]) >= {"command", "hcloud", "tls"} and set(floor["providers"]) == {"command"}
     for r in (outpost, floor):
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and 50 < r["cli_mib"] < 2048 and r["prog_mib"] > 20

@@ -50,7 +50,7 @@ class Bundles(Applier):
         """The agent the deploy uploaded to the admin's home: the base manifest installed it (or
         the host is going), so the copy goes (walked as the admin's, never through a link)."""
         if admin:
-            self.remove_file(UPLOAD_PATH.format(admin=admin), admin)
+            self.remove_entry(UPLOAD_PATH.format(admin=admin), admin)
 
     def apply_host(self, host, text, upload_by=None):
         entries = load_bundle(text, host)
