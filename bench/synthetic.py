@@ -59,7 +59,44 @@ def long_form(hosts: int, services_per_host: int = SERVICES_PER_HOST) -> dict:
     }
 
 
-FORMS: dict[str, Callable[..., dict]] = {"long": long_form}
+def service(s: int, hosts: list[str]) -> tuple[dict, dict | None]:
+    """Service s{s} on HOSTS, of kind s % 4 as in the long form, and its route (or None)."""
+    kind, name = s % 4, f"s{s}"
+    if kind == 0:
+        return ({"hosts": hosts, "container": {"image": "ghcr.io/x/app", "tag": "1", "port": 8000},
+                 "replicas": [10000 + 2 * s, 10001 + 2 * s], "health": {"path": "/ready"},
+                 "env": {"A": "b"}, "secret_env": {"TOKEN": "token"}},
+                {"host": f"{name}.example.org", "service": name})
+    if kind == 1:
+        return {"hosts": hosts, "process": {"exec": "/usr/bin/python3 -m http.server %i"},
+                "replicas": [10000 + 2 * s]}, None
+    if kind == 2:
+        return {"hosts": hosts, "process": {"exec": "/usr/bin/python3 /opt/app.py"},
+                "socket": {"port": 10000 + 2 * s, "instances": 2}}, None
+    return {"hosts": hosts, "container": {"image": "ghcr.io/x/etl", "tag": "1"},
+            "schedule": {"calendar": "*-*-* 04:00:00"}}, None
+
+
+def groups_form(hosts: int, services_per_host: int = SERVICES_PER_HOST) -> dict:
+    """The same fleet as a fleet is written (outpost:groups): half the hosts a Hetzner group of
+    COUNT servers, half a group of static members each with its address; the services s0, s1, ...
+    each run on every host, of the long form's four kinds. Per host the same manifests, the same
+    resources; the config stays a few KB whatever the size."""
+    static = {f"edge-{h}": {"address": f"198.51.100.{h % 250 + 1}"} for h in range(1, hosts, 2)}
+    groups = {"edge": {"host": {"provider": "static", "host_key": KEY}, "members": static}} if static else {}
+    if hosts - len(static):
+        groups["cloud"] = {"count": hosts - len(static), "host": {"provider": "hcloud", "type": "cx22",
+                                                                    "location": "hel1", "role": "web"}}
+    services, routes = {}, []
+    for s in range(services_per_host):
+        services[f"s{s}"], route = service(s, sorted(groups))
+        routes += [route] if route else []
+    doc = long_form(0)
+    doc.pop("outpost:hosts")
+    return {**doc, "outpost:groups": groups, "outpost:services": services, "outpost:routes": routes}
+
+
+FORMS: dict[str, Callable[..., dict]] = {"long": long_form, "groups": groups_form}
 
 
 def synthetic_config(hosts: int, services_per_host: int = SERVICES_PER_HOST, form: str = "long") -> dict:

@@ -86,7 +86,7 @@ def expand(raw: dict[str, Any]) -> Expanded:
             for member in members_of.get(host, [host]) if isinstance(host, str) else [host]:
                 written.append(i)
                 flat.append(member)
-        if len(flat) != len(names):
+        if flat != names:
             names[:] = flat
             expanded.lists[path] = written
     return expanded

@@ -78,6 +78,13 @@ def test_a_200_host_fleet_fits_the_engines_config_variable():
     assert len(json.dumps(synthetic_config(200))) > ENV_LIMIT, "the long form is what could not start"
 
 
+def test_a_group_of_one_still_stands_for_its_member():
+    doc = yaml.safe_load((FLEET / "compact.yaml").read_text())["config"]
+    doc["outpost:groups"]["worker"]["count"] = 1
+    stack = parse(doc, "prod")
+    assert stack.services["crunch"].hosts == ["worker-1", "web1"]
+
+
 def test_member_addresses_count_up_from_the_first():
     stack = load_file(FLEET / "compact.yaml")
     assert [stack.hosts[f"worker-{i}"].networks["internal"] for i in range(1, 5)] == [
