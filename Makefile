@@ -79,9 +79,10 @@ vm: setup                     ## build (cached) and boot the local VM
 vm-stop:                      ## stop the local VM
 	$(PY) tools/vm.py stop --state-dir .vm
 
-bench: setup                  ## benchmarks: outpost vs Ansible on local VMs, evaluation at scale, then the real engine at scale
+bench: setup                  ## benchmarks: outpost vs Ansible on local VMs, the real engine at scale, a no-change up on the VM
 	$(PY) bench/ansible_vs_outpost.py
 	$(PY) bench/engine_scale.py $(ENGINE_SCALE_ARGS)
+	$(PY) bench/no_change_up.py
 
 bench-engine: setup           ## only the real engine at scale: `pulumi preview` at 1-200 hosts beside the floor (no VM)
 	$(PY) bench/engine_scale.py $(ENGINE_SCALE_ARGS)

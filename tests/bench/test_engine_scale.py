@@ -127,3 +127,29 @@ def test_one_real_size(capsys):
     for r in (outpost, floor):
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and 50 < r["cli_mib"] < 2048 and r["prog_mib"] > 20
     assert doc["verdicts"][0].startswith("time and memory: not measured")
+
+
+def test_the_no_change_up_table_says_the_ratio_and_the_sessions():
+    from bench import no_change_up as N
+    doc = {"hosts": 10, "services": 10, "resources": 31, "ratio": 1.31,
+           "rows": [{"phase": "first up", "wall_s": 190.0, "cpu_s": 40.0, "cli_mib": 180, "tree_mib": 600, "sessions": None},
+                    {"phase": "preview", "wall_s": 8.0, "cpu_s": 6.0, "cli_mib": 150, "tree_mib": 400, "sessions": None},
+                    {"phase": "no-change up", "wall_s": 10.5, "cpu_s": 7.0, "cli_mib": 160, "tree_mib": 420,
+                     "sessions": 0}],
+           "verdict": "target MET: ..."}
+    lines = N.table(doc)
+    assert lines[0].startswith("no-change pulumi up on the VM: 10 static hosts × 10 process services, 31 resources")
+    assert lines[-3].split() == ["no-change", "up", "10.50", "7.00", "160", "420", "0"]
+    assert lines[-2] == "no-change up ÷ preview: 1.31"
+
+
+def test_the_vm_fleet_is_one_group_of_hosts_that_are_all_the_vm(tmp_path):
+    from types import SimpleNamespace
+
+    from bench import no_change_up as N
+    from components.load import parse
+    vm = SimpleNamespace(ssh_port=2299, host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0I4Ww4cUKzj8bGqL1TYtDfQ1ybB0fKzmKq5gqAqZ5o vm",
+                         public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0I4Ww4cUKzj8bGqL1TYtDfQ1ybB0fKzmKq5gqAqZ5o deploy")
+    stack = parse(N.fleet_on(vm, 10, 10), "nochange")
+    assert len(stack.hosts) == 10 and {h.port for h in stack.hosts.values()} == {2299}
+    assert all(not s.container for s in stack.services.values()) and len(stack.services) == 10
