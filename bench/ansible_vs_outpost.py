@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 
 from bench import eval_scale  # noqa: E402
 from bench.sshd_log import SshdLog  # noqa: E402
-from tests.e2e.conftest import DEMO_SECRETS, Deployment  # noqa: E402
+from tests.e2e.deployment import DEMO_SECRETS, Deployment  # noqa: E402
 from tests.e2e.load import Load, https_get  # noqa: E402
 from tools.vm import VM  # noqa: E402
 

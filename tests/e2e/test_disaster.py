@@ -32,7 +32,7 @@ import time
 import pytest
 
 from tests.e2e.backing import place_litestream, s3_server
-from tests.e2e.conftest import DEMO_SECRETS, CommandFailed, Deployment
+from tests.e2e.deployment import DEMO_SECRETS, CommandFailed, Deployment
 from tests.e2e.load import https_get
 from tests.e2e.report import record
 from tools.vm import VM

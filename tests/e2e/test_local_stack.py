@@ -15,7 +15,7 @@ import time
 import pytest
 
 from components.render.agent import AGENT_PATH
-from tests.e2e.conftest import DEMO_SECRETS, CommandFailed
+from tests.e2e.deployment import DEMO_SECRETS, CommandFailed
 from tests.e2e.load import Load, https_get
 from tests.e2e.report import record
 

@@ -17,7 +17,7 @@ import pytest
 from components.operate import drift, logs, rollback, status
 from components.operate.connections import from_cli, injected
 from tests.e2e.backing import place_litestream
-from tests.e2e.conftest import Deployment
+from tests.e2e.deployment import Deployment
 from tests.e2e.load import Load
 from tests.e2e.test_local_stack import HOST, get, tag_of, wait_for
 
