@@ -15,6 +15,7 @@ import time
 import pytest
 
 from components.render.agent import AGENT_PATH
+from tests.conftest import ROOT
 from tests.e2e.deployment import DEMO_SECRETS, CommandFailed
 from tests.e2e.load import Load, https_get
 from tests.e2e.report import record
@@ -191,6 +192,8 @@ def test_preview_of_a_tag_change_names_the_command_and_shows_no_secret(deploymen
         deployment.cli.lay(deployment.config, deployment.secrets)
     assert preview.returncode == 0, preview.stderr[-3000:]
     text = preview.stdout + preview.stderr
+    (ROOT / "build").mkdir(exist_ok=True)
+    (ROOT / "build" / "preview-tag-change.txt").write_text(text)     # the README's sample
     record("preview --diff of a tag change", 0, next((line.strip() for line in text.splitlines()
                                                        if "to update" in line), ""))
     # the host's Command, and in its `create` the one manifest line whose token moved
