@@ -262,17 +262,19 @@ def drain(stack: Stack, name: str, port: int) -> dict[str, str] | None:
 
 
 def switch(stack: Stack, name: str) -> dict[str, Any] | None:
-    """Blue-green: the proxy's switch file the agent rewrites ({port} = the live slot)."""
+    """Blue-green: the switch file the agent rewrites ({port} = the live slot), an nftables rule
+    that points the proxy's stable address for the service at that slot; loading it is the switch
+    (the proxy is not reloaded: see components/render/proxy.py)."""
     if not is_routed(stack, name):
         return None
     # lazily: only stacks with routes need the proxy side; `upstream` is the one the proxy
-    # config is rendered from, so the switch file is exactly what that config includes
-    from .proxy import bluegreen_switch_template, reload_argv
+    # config is rendered from, so the switch file points the address that config uses
+    from .proxy import bluegreen_switch_template, switch_argv, switch_validate_argv
     from .routes import upstream
 
     path, template = bluegreen_switch_template(stack.proxy.kind, upstream(stack, name))
-    return {"path": path, "template": template, "reload": reload_argv(stack.proxy.kind),
-            "mode": "0644", "owner": "root", "group": "root", "validate": None}
+    return {"path": path, "template": template, "reload": switch_argv(path),
+            "mode": "0644", "owner": "root", "group": "root", "validate": switch_validate_argv(path)}
 
 
 def service_group(stack: Stack, name: str, place: Place, parts: Parts,

@@ -274,9 +274,11 @@ def test_blue_green_process_gets_the_proxy_switch(case):
     (group,) = m.restart
     assert group["strategy"] == "blue-green" and m.restarts == {"peerbook": "blue-green"}
     assert [i["unit"] for i in group["instances"]] == ["peerbook@20000.service", "peerbook@20001.service"]
-    assert group["switch"]["path"] == "/etc/outpost/proxy/live/peerbook.caddy"
-    assert "127.0.0.1:{port}" in group["switch"]["template"]
-    assert group["switch"]["reload"] == ["systemctl", "reload", "caddy.service"]
+    path = "/etc/outpost/proxy/live/peerbook.nft"
+    assert group["switch"]["path"] == path
+    assert "ip daddr 127.0.2.1 tcp dport 20000 dnat to 127.0.0.1:{port}\n" in group["switch"]["template"]
+    assert group["switch"]["reload"] == ["/usr/sbin/nft", "-f", path]           # no proxy reload
+    assert group["switch"]["validate"] == ["/usr/sbin/nft", "-c", "-f", "{staged:" + path + "}"]
     unit = lines(files_of(case, "web1")["/etc/systemd/system/peerbook@.service"].content)
     assert "ExecStart=/opt/peerbook/peerbook --port %i" in unit and "WantedBy=multi-user.target" in unit
     artifact = files_of(case, "web1")["/opt/peerbook/peerbook"]
@@ -332,7 +334,7 @@ def test_process_with_secret_files_gets_a_fixed_user():
     assert (secret_env.owner, secret_env.mode) == ("root", "0600")
     assert "API_KEY=\"<secret:api_key>\"" in lines(secret_env.content)
     (group,) = m.restart
-    assert group["switch"]["path"] == "/etc/outpost/proxy/live/api.cfg"       # HAProxy
+    assert group["switch"]["path"] == "/etc/outpost/proxy/live/api.nft"       # HAProxy too
     assert all(i["drain"] is None for i in group["instances"])               # blue-green: no drain
 
 
@@ -363,8 +365,8 @@ def test_blue_green_container_behind_nginx():
     m = manifest("bluegreen-nginx", "h1", "svc-shop")
     image, group = m.restart
     assert group["strategy"] == "blue-green" and group["scope"] == "user:shop"
-    assert group["switch"]["path"] == "/etc/outpost/proxy/live/shop.nginx"
-    assert group["switch"]["reload"] == ["systemctl", "reload", "nginx.service"]
+    assert group["switch"]["path"] == "/etc/outpost/proxy/live/shop.nft"
+    assert group["switch"]["reload"] == ["/usr/sbin/nft", "-f", "/etc/outpost/proxy/live/shop.nft"]
 
 
 # --- injection safety -----------------------------------------------------------------------------------------
