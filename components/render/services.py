@@ -65,6 +65,7 @@ SYSTEM_QUADLET_DIR = "/etc/containers/systemd"
 SYSTEM_CONFIG_DIR = "/etc/outpost/services"
 HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
 CONTAINER_STOP_TIMEOUT = 30          # seconds podman waits after SIGTERM before SIGKILL
+CONTAINER_START_TIMEOUT = 120        # seconds systemd gives a long-running container to start
 ROOTLESS_PACKAGES = ["podman", "passt", "uidmap", "dbus-user-session"]
 DEFAULT_HEALTH = {"interval": 2, "timeout": 1, "retries": 20}
 
@@ -394,7 +395,8 @@ def quadlet_text(stack: Stack, name: str, place: Place, *, image_unit: str, env_
         environment=container_environment(name, svc, templated), environment_files=env_files,
         volumes=[specifiers(single_line(v, f"services.{name}.container.volumes"), False) for v in c.volumes],
         auto_update=c.auto_update if c.auto_update != "none" else "",
-        stop_timeout=CONTAINER_STOP_TIMEOUT, tag_env=tag_env.path, oneshot=svc.is_job,
+        stop_timeout=CONTAINER_STOP_TIMEOUT, start_timeout=CONTAINER_START_TIMEOUT, tag_env=tag_env.path,
+        oneshot=svc.is_job,
         limits=limit_lines(svc),
         wanted_by="" if (templated or svc.is_job) else place.target)
 
