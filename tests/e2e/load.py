@@ -153,6 +153,7 @@ class Tally:
     redelivered: int = 0        # POSTs that reached the app more than once (a proxy resent them)
     stored_after_failure: int = 0  # POSTs the client saw fail that the app did keep
     verified: bool = False
+    events: list = field(default_factory=list)   # every failure: (time, method, host, kind, detail)
     post_outcomes: dict[tuple[str, str], str] = field(default_factory=dict)  # (host, key) → "ok" | kind
 
     @property
@@ -304,8 +305,8 @@ class ClientLoad:
         return conn
 
     def _exchange(self, conns: list, slot: int, target: Target, method: str, key: str,
-                  tally: Tally) -> tuple[str, bool]:
-        """One attempt: (outcome, whether a GET may be sent again)."""
+                  tally: Tally) -> tuple[str, bool, str]:
+        """One attempt: (outcome, whether a GET may be sent again, what happened in detail)."""
         conn = conns[slot]
         if conn is not None and dropped(conn.sock.sock, self.timeout):
             conn.close()
@@ -331,7 +332,9 @@ class ClientLoad:
                 conn.close()
                 conns[slot] = None
             wanted = (200, 201) if method == "POST" else (200,)
-            return ("ok" if response.status in wanted else f"HTTP {response.status}"), False
+            if response.status in wanted:
+                return "ok", False, ""
+            return f"HTTP {response.status}", False, f"{'reused' if reused else 'new'} connection"
         except Exception as exc:  # noqa: BLE001 every failure is counted, by kind
             received = counting.received if counting is not None else 0
             if conn is not None:
@@ -339,7 +342,8 @@ class ClientLoad:
             conns[slot] = None
             closed_early = isinstance(exc, CLOSED_BEFORE_ANSWER) and received == 0 and reused
             kind = type(exc).__name__ + (" on a reused connection before any byte" if closed_early else "")
-            return kind, closed_early and method == "GET"
+            detail = f"{'reused' if reused else 'new'} connection, {received} bytes received: {exc}"
+            return kind, closed_early and method == "GET", detail
 
     def _client(self, index: int) -> None:
         target = self.targets[index % len(self.targets)]
@@ -356,11 +360,11 @@ class ClientLoad:
             method = "POST" if target.posts and n % self.post_every == 0 else "GET"
             key = f"{self.run}-{index}-{n}"
             started = time.monotonic()
-            outcome, again = self._exchange(conns, n % self.connections, target, method, key, tally)
+            outcome, again, detail = self._exchange(conns, n % self.connections, target, method, key, tally)
             retried = False
             if again:
                 retried = True
-                outcome, _ = self._exchange(conns, n % self.connections, target, method, key, tally)
+                outcome, _, detail = self._exchange(conns, n % self.connections, target, method, key, tally)
                 if outcome != "ok":
                     outcome += " (after a retry)"
             with self._lock:
@@ -372,6 +376,7 @@ class ClientLoad:
                     tally.slowest = max(tally.slowest, time.monotonic() - started)
                 else:
                     tally.failures[f"{method}: {outcome}"] += 1
+                    tally.events.append((round(time.time(), 3), method, target.host, outcome, detail[:300]))
                 if method == "POST":
                     tally.post_outcomes[(target.host, key)] = outcome
             time.sleep(self.pause)
