@@ -24,16 +24,18 @@ COMMAND_TYPE = "command:remote:Command"
 SECRET_OUTPUTS = ("stdin", "stdout", "stderr")
 
 # Runs the agent carried inside the base manifest itself: the first apply on a new host, before
-# /usr/local/lib/outpost/outpost-apply.py exists. Standard library only; the manifest is staged
-# in a 0700 temporary directory and removed afterwards.
+# /usr/local/lib/outpost/outpost-apply.py exists. Standard library only; the agent (a zipapp, so
+# its entry is base64, `b64: true`) is written to a 0700 temporary directory and removed
+# afterwards. This is the one file entry decoded outside the agent's manifest module: the agent's
+# own entry stays base64 whatever way other files' contents travel (docs/manifest.md).
 _BOOT = f"""\
-import json, os, subprocess, sys, tempfile
+import base64, json, os, subprocess, sys, tempfile
 text = sys.stdin.read()
-source = next(f["content"] for f in json.loads(text)["files"] if f["path"] == {AGENT_PATH!r})
+entry = next(f for f in json.loads(text)["files"] if f["path"] == {AGENT_PATH!r})
 with tempfile.TemporaryDirectory() as tmp:
     agent = os.path.join(tmp, "outpost-apply.py")
-    with open(agent, "w") as out:
-        out.write(source)
+    with open(agent, "wb") as out:
+        out.write(base64.b64decode(entry["content"]))
     sys.exit(subprocess.run([sys.executable, agent] + sys.argv[1:], input=text.encode()).returncode)
 """
 

@@ -2,6 +2,6 @@
 `status` (what runs and whether it matches the stack), `drift` (hand edits, and their repair),
 `logs` (a service's journal across hosts) and `rollback` (the previous version, host by host).
 
-Each asks the on-host agent (files/agent/outpost-apply.py) through one SSH session per host;
+Each asks the on-host agent (files/agent/outpost_agent) through one SSH session per host;
 nothing beyond the agent is installed on the hosts.
 """

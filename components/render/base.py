@@ -9,16 +9,14 @@ first-login script that creates the admin user on a static host.
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 from ..config.model import Stack
 from . import firewall
+from .agent import AGENT_PATH, agent_zipapp
 from .manifest import Dir, File, Manifest, Unit
 from .proxy import proxy_packages
 
-FILES = Path(__file__).resolve().parent.parent.parent / "files"
 ADMIN_MARK = "outpost admin"   # GECOS of an admin user the bootstrap created (and destroy may delete)
-AGENT_PATH = "/usr/local/lib/outpost/outpost-apply.py"
 BASE_PACKAGES = ["python3", "sudo", "curl", "ca-certificates", "unattended-upgrades",
                  "systemd-timesyncd", "podman", "passt", "uidmap", "dbus-user-session", "nftables"]
 
@@ -50,10 +48,6 @@ AUTO_UPGRADES = """\
 APT::Periodic::Update-Package-Lists "1";
 APT::Periodic::Unattended-Upgrade "1";
 """
-
-
-def agent_source() -> str:
-    return (FILES / "agent" / "outpost-apply.py").read_text()
 
 
 def sudoers(admin: str) -> str:
@@ -90,7 +84,7 @@ def base_manifest(stack: Stack, host: str) -> Manifest:
         packages=packages_for(stack, host),
         dirs=[Dir("/usr/local/lib/outpost", "0755"), Dir("/var/lib/outpost", "0700")],
         files=[
-            File(AGENT_PATH, agent_source(), "0755"),
+            File(AGENT_PATH, agent_zipapp(), "0755"),   # bytes: travels base64 (b64: true)
             File(sshd, sshd_config(stack), "0644"),
             File(f"/etc/sudoers.d/90-outpost-{admin}", sudoers(admin), "0440"),
             File(f"{home}/.ssh/authorized_keys", authorized_keys(stack), "0600", admin, admin),

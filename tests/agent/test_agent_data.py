@@ -13,6 +13,10 @@ import pytest
 
 from test_agent_unit import FakeHost, apply, manifest
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent
+from outpost_agent.manifest import load_manifest
+
 USER, UID = "keeper", 4242
 HOME = f"/home/{USER}"
 SUCCESSOR = "heir"   # the user a `user:` change or a renamed service moves to
@@ -20,7 +24,7 @@ STAND_INS = {USER: UID, SUCCESSOR: 4343}
 
 
 @pytest.fixture
-def host(oa, tmp_path, monkeypatch):
+def host(tmp_path, monkeypatch):
     real = pwd.getpwnam
 
     def getpwnam(name):
@@ -33,8 +37,8 @@ def host(oa, tmp_path, monkeypatch):
     for d in ("etc", "var/lib", f"home/{USER}/data"):
         (tmp_path / d).mkdir(parents=True)
     (tmp_path / f"home/{USER}/data/db.sqlite").write_text("years of data\n")
-    fake = FakeHost(oa)
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=open("/dev/null", "w"))
+    fake = FakeHost()
+    agent = Agent(root=str(tmp_path), run=fake, log=open("/dev/null", "w"))
     return agent, fake, tmp_path
 
 
@@ -135,7 +139,7 @@ def test_a_kept_user_is_unlocked_when_a_manifest_lists_it_again(host):
     assert not [c for c in fake.calls if c[0] == "usermod"]
 
 
-def test_purge_must_be_a_boolean(oa):
+def test_purge_must_be_a_boolean():
     import json
-    with pytest.raises(oa.AgentError, match=r"users\[0\]: purge must be true or false"):
-        oa.load_manifest(json.dumps(user_manifest(purge="yes")), "svc-demo")
+    with pytest.raises(AgentError, match=r"users\[0\]: purge must be true or false"):
+        load_manifest(json.dumps(user_manifest(purge="yes")), "svc-demo")

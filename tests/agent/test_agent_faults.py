@@ -17,6 +17,9 @@ import pytest
 
 from test_agent_unit import FakeHost, apply, manifest, text_file
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent
+
 UNIT = "/etc/systemd/system/demo.service"
 CONF = "/etc/demo.conf"
 
@@ -31,8 +34,8 @@ def versioned(v):
 class FaultyHost(FakeHost):
     """FakeHost that fails one matching command once and tracks what the unit runs."""
 
-    def __init__(self, oa, root):
-        super().__init__(oa)
+    def __init__(self, root):
+        super().__init__()
         self.root, self.fail, self.loaded, self.running = root, None, None, None
 
     def read(self, path):
@@ -53,11 +56,11 @@ class FaultyHost(FakeHost):
 
 
 @pytest.fixture
-def host(oa, tmp_path):
+def host(tmp_path):
     for d in ("etc/systemd/system", "var/lib"):
         (tmp_path / d).mkdir(parents=True)
-    fake = FaultyHost(oa, tmp_path)
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    fake = FaultyHost(tmp_path)
+    agent = Agent(root=str(tmp_path), run=fake, log=io.StringIO())
     assert apply(agent, versioned("v1")).endswith("restarted: none")
     assert fake.running == ("[Service]\nExecStart=/bin/true v1\n", "v1\n")
     return agent, fake, tmp_path
@@ -93,13 +96,13 @@ def test_a_failing_command_is_retried_by_the_next_apply(host, command):
 
 @pytest.mark.parametrize("k", range(1, 7))
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
-def test_a_failing_write_at_any_point_is_finished_by_the_next_apply(host, oa, monkeypatch, k, error):
+def test_a_failing_write_at_any_point_is_finished_by_the_next_apply(host, monkeypatch, k, error):
     """The k-th staged write (a host file or the agent's own state) runs out of space, or the
     k-th rename hits an I/O error."""
     agent, fake, root = host
     calls = {"n": 0}
     method = "stage" if error == errno.ENOSPC else "commit"
-    real = getattr(oa.Agent, method)
+    real = getattr(Agent, method)
 
     def faulty(self, *args, **kwargs):
         calls["n"] += 1
@@ -107,11 +110,11 @@ def test_a_failing_write_at_any_point_is_finished_by_the_next_apply(host, oa, mo
             raise OSError(error, os.strerror(error))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(oa.Agent, method, faulty)
+    monkeypatch.setattr(Agent, method, faulty)
     with pytest.raises(Exception):
         apply(agent, versioned("v2"))
     assert not list(root.rglob(".outpost-stage-*")), "a staging copy was left behind"
-    monkeypatch.setattr(oa.Agent, method, real)
+    monkeypatch.setattr(Agent, method, real)
     apply(agent, versioned("v2"))
     assert_converged(fake, root)
 
@@ -136,12 +139,12 @@ def test_a_closed_stdout_and_stderr_do_not_stop_an_apply_halfway(host, monkeypat
     assert_converged(fake, root)
 
 
-def test_a_first_apply_that_failed_is_recorded_so_remove_undoes_it(oa, tmp_path):
+def test_a_first_apply_that_failed_is_recorded_so_remove_undoes_it(tmp_path):
     (tmp_path / "etc/systemd/system").mkdir(parents=True)
-    fake = FaultyHost(oa, tmp_path)
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    fake = FaultyHost(tmp_path)
+    agent = Agent(root=str(tmp_path), run=fake, log=io.StringIO())
     fake.fail = COMMANDS["daemon-reload"]
-    with pytest.raises(oa.AgentError):
+    with pytest.raises(AgentError):
         apply(agent, versioned("v1"), token="first")
     assert (tmp_path / "etc/demo.conf").exists()
     assert agent.remove("svc-demo", "first").startswith("outpost svc-demo: removed 2 files")

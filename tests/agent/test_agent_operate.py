@@ -1,4 +1,4 @@
-"""Unit tests of the agent's day-two subcommands (files/agent/outpost-apply.py, its last section):
+"""Unit tests of the agent's day-two subcommands (files/agent/outpost_agent: journal.py, operate.py):
 the agent log, the kept versions behind repair and rollback, `report --json`, `drift --json
 [--repair]`. They run against a temporary root with the same recording stand-in for systemctl as
 test_agent_unit.py; health checks hit real local HTTP servers.
@@ -14,17 +14,20 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_agent_unit import FakeHost, agent_error, manifest, servers, text_file  # noqa: E402,F401 (servers: a fixture)
+from test_agent_unit import FakeHost, manifest, servers, text_file  # noqa: E402,F401 (servers: a fixture)
+
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent, main
 
 SECRET = "s3cr3t-value-91xq"
 
 
 @pytest.fixture
-def host(oa, tmp_path):
-    fake = FakeHost(oa)
+def host(tmp_path):
+    fake = FakeHost()
     for d in ("etc/systemd/system", "srv", "opt", "home"):
         (tmp_path / d).mkdir(parents=True)
-    return oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO()), fake, tmp_path
+    return Agent(root=str(tmp_path), run=fake, log=io.StringIO()), fake, tmp_path
 
 
 def apply(agent, doc, token):
@@ -55,7 +58,7 @@ def test_each_apply_and_remove_appends_one_private_line_without_secrets(host):
     apply(agent, app("1"), "tok-1")
     bad = app("2")
     bad["validate"] = [{"argv": ["sh", "-c", f"echo {SECRET}; exit 1"]}]
-    with pytest.raises(agent_error(agent)):
+    with pytest.raises(AgentError):
         apply(agent, bad, "tok-2")
     lines = log_lines(root)
     assert len(lines) == 3
@@ -121,7 +124,7 @@ def test_rollback_stops_at_the_first_unhealthy_instance(host, servers):
     apply(agent, app("2", [ok.url(), bad.url()]), "tok-2")
     bad.status = 500
     fake.calls.clear()
-    with pytest.raises(agent_error(agent), match="web@8001.service did not become healthy"):
+    with pytest.raises(AgentError, match="web@8001.service did not become healthy"):
         agent.rollback("svc-app")
     assert log_lines(root)[-1].endswith("outcome=failed: rolling restart of web stopped")
 
@@ -129,7 +132,7 @@ def test_rollback_stops_at_the_first_unhealthy_instance(host, servers):
 def test_rollback_without_a_previous_version_is_a_clear_error(host):
     agent, _, _ = host
     apply(agent, app("1"), "tok-1")
-    with pytest.raises(agent_error(agent), match="no previous version of svc-app"):
+    with pytest.raises(AgentError, match="no previous version of svc-app"):
         agent.rollback("svc-app")
 
 
@@ -181,18 +184,18 @@ def test_drift_reports_a_disabled_unit_and_a_missing_file(host):
                               {"unit": "u.service", "scope": "system", "what": "not enabled (disabled)"}]
 
 
-def test_main_prints_report_and_drift_as_json(oa, host, capsys):
+def test_main_prints_report_and_drift_as_json(host, capsys):
     agent, _, root = host
     apply(agent, app("1"), "tok-1")
     capsys.readouterr()
-    assert oa.main(["report", "--json"], agent=agent) == 0
+    assert main(["report", "--json"], agent=agent) == 0
     assert json.loads(capsys.readouterr().out)["manifests"][0]["token"] == "tok-1"
-    assert oa.main(["drift", "--json"], agent=agent) == 0
+    assert main(["drift", "--json"], agent=agent) == 0
     assert json.loads(capsys.readouterr().out)["manifests"][0]["drift"] == []
     os.chmod(root / "srv/app/app.conf", 0o600)
-    assert oa.main(["drift", "--json", "--repair"], agent=agent) == 0
+    assert main(["drift", "--json", "--repair"], agent=agent) == 0
     out = capsys.readouterr().out      # the JSON alone: the repair's summary line goes to stderr
     assert json.loads(out)["manifests"][0]["repaired"].startswith("outpost svc-app: 1 changed")
-    assert oa.main(["rollback", "svc-app"], agent=agent) == 1
+    assert main(["rollback", "svc-app"], agent=agent) == 1
     assert "no previous version" in capsys.readouterr().err
-    assert oa.main(["drift", "--fix"], agent=agent) == 2
+    assert main(["drift", "--fix"], agent=agent) == 2

@@ -19,6 +19,9 @@ import pytest
 
 from test_agent_unit import FakeHost, apply, manifest, text_file
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent
+
 AUTO = "/etc/apt/apt.conf.d/20auto-upgrades"
 ORIGINAL = b'APT::Periodic::Update-Package-Lists "1";\n\x00 not text \xff\n'
 USER = "nobody"
@@ -30,13 +33,13 @@ HOST_KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostsOwnAdminKey admin@laptop\
 
 
 @pytest.fixture
-def host(oa, tmp_path):
+def host(tmp_path):
     for d in ("etc/apt/apt.conf.d", "etc/systemd/system", "home/nobody/.ssh", "var/lib"):
         (tmp_path / d).mkdir(parents=True)
     os.chown(tmp_path / "home/nobody", UID, GID)
     os.chown(tmp_path / "home/nobody/.ssh", UID, GID)
     log = io.StringIO()
-    agent = oa.Agent(root=str(tmp_path), run=FakeHost(oa), log=log)
+    agent = Agent(root=str(tmp_path), run=FakeHost(), log=log)
     return agent, tmp_path, log
 
 
@@ -153,7 +156,7 @@ def test_a_dropped_file_gets_its_original_back_at_the_next_apply(host):
 
 @pytest.mark.parametrize("k", range(1, 7))
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
-def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(host, oa, monkeypatch,
+def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(host, monkeypatch,
                                                                                  k, error):
     """The k-th staged write (state, the original's copy, its record, the file) runs out of
     space, or the k-th rename fails: the re-run finishes, and the original still comes back."""
@@ -161,7 +164,7 @@ def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(
     p = plant(root, AUTO, ORIGINAL, 0o640, UID, GID)
     calls = {"n": 0}
     method = "stage" if error == errno.ENOSPC else "commit"
-    real = getattr(oa.Agent, method)
+    real = getattr(Agent, method)
 
     def faulty(self, *args, **kwargs):
         calls["n"] += 1
@@ -169,13 +172,13 @@ def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(
             raise OSError(error, os.strerror(error))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(oa.Agent, method, faulty)
+    monkeypatch.setattr(Agent, method, faulty)
     doc = base([text_file(AUTO, "outpost\n"), text_file("/etc/systemd/system/x.service", "[Unit]\n")])
     try:
         apply(agent, doc)
-    except oa.AgentError:
+    except AgentError:
         pass
-    monkeypatch.setattr(oa.Agent, method, real)
+    monkeypatch.setattr(Agent, method, real)
     apply(agent, doc)
     assert p.read_bytes() == b"outpost\n"
     assert len(originals(root)) == 2
@@ -186,10 +189,10 @@ def test_a_run_cut_off_at_any_write_converges_and_remove_puts_the_original_back(
     assert not list(root.rglob(".outpost-stage-*"))
 
 
-def test_a_run_killed_at_the_files_rename_finds_the_original_already_saved(host, oa, monkeypatch):
+def test_a_run_killed_at_the_files_rename_finds_the_original_already_saved(host, monkeypatch):
     agent, root, _ = host
     p = plant(root, AUTO, ORIGINAL, 0o640)
-    real = oa.Agent.commit
+    real = Agent.commit
     key = hashlib.sha256(AUTO.encode()).hexdigest()
 
     class Killed(BaseException):
@@ -203,11 +206,11 @@ def test_a_run_killed_at_the_files_rename_finds_the_original_already_saved(host,
             raise Killed()
         return real(self, staged)
 
-    monkeypatch.setattr(oa.Agent, "commit", killed_at_rename)
+    monkeypatch.setattr(Agent, "commit", killed_at_rename)
     with pytest.raises(Killed):
         apply(agent, base([text_file(AUTO, "outpost\n")]))
     assert p.read_bytes() == ORIGINAL
-    monkeypatch.setattr(oa.Agent, "commit", real)
+    monkeypatch.setattr(Agent, "commit", real)
     apply(agent, base([text_file(AUTO, "outpost\n")]))
     assert p.read_bytes() == b"outpost\n"
     agent.remove("base", "t1")
@@ -215,23 +218,23 @@ def test_a_run_killed_at_the_files_rename_finds_the_original_already_saved(host,
     assert not (root / "var/lib/outpost").exists()
 
 
-def test_a_first_apply_that_failed_before_writing_leaves_what_is_there(host, oa, monkeypatch):
+def test_a_first_apply_that_failed_before_writing_leaves_what_is_there(host, monkeypatch):
     """Failing at the packages (before any original is kept or file written): the recorded first
     apply's removal must not delete the host's own file, and a re-run still keeps it."""
     agent, root, _ = host
     p = plant(root, AUTO, ORIGINAL, 0o640)
 
     def no_network(self, packages):
-        raise oa.AgentError("installing packages caddy failed")
+        raise AgentError("installing packages caddy failed")
 
-    monkeypatch.setattr(oa.Agent, "ensure_packages", no_network)
-    with pytest.raises(oa.AgentError):
+    monkeypatch.setattr(Agent, "ensure_packages", no_network)
+    with pytest.raises(AgentError):
         apply(agent, base([text_file(AUTO, "outpost\n")]), token="first")
     agent.remove("base", "first")
     assert on_disk(p) == (ORIGINAL, 0o640, 0, 0)
     assert not (root / "var/lib/outpost").exists()
 
-    with pytest.raises(oa.AgentError):
+    with pytest.raises(AgentError):
         apply(agent, base([text_file(AUTO, "outpost\n")]), token="first")
     monkeypatch.undo()
     apply(agent, base([text_file(AUTO, "outpost\n")]), token="first")
@@ -239,13 +242,13 @@ def test_a_first_apply_that_failed_before_writing_leaves_what_is_there(host, oa,
     assert on_disk(p) == (ORIGINAL, 0o640, 0, 0)
 
 
-def test_a_failed_validation_changes_nothing_and_the_kept_copy_is_harmless(host, oa):
+def test_a_failed_validation_changes_nothing_and_the_kept_copy_is_harmless(host):
     """Decision: the copy kept before a validation that failed stays; the file was never
     overwritten, so putting it back (or dropping the copy) leaves the host as it was."""
     agent, root, _ = host
     p = plant(root, AUTO, ORIGINAL, 0o640)
     doc = manifest(name="base", files=[text_file(AUTO, "outpost\n")], validate=[{"argv": ["false"]}])
-    with pytest.raises(oa.AgentError, match="validation failed"):
+    with pytest.raises(AgentError, match="validation failed"):
         apply(agent, doc)
     assert on_disk(p) == (ORIGINAL, 0o640, 0, 0)
     assert len(originals(root)) == 2
@@ -256,7 +259,7 @@ def test_a_failed_validation_changes_nothing_and_the_kept_copy_is_harmless(host,
     assert not (root / "var/lib/outpost").exists()
 
 
-def test_a_failed_restart_puts_back_the_previous_file_and_keeps_one_original(host, oa):
+def test_a_failed_restart_puts_back_the_previous_file_and_keeps_one_original(host):
     """The rollback of a failed restart group restores what was on disk before the apply (the
     host's own file); the copy stays the one original, and remove still puts it back."""
     agent, root, _ = host
@@ -274,7 +277,7 @@ def test_a_failed_restart_puts_back_the_previous_file_and_keeps_one_original(hos
     doc = manifest(name="base", files=[text_file(AUTO, "outpost\n")],
                    restart=[{"group": "apt", "strategy": "restart", "when": [AUTO],
                              "instances": [{"unit": "apt-daily.service"}]}])
-    with pytest.raises(oa.AgentError, match="put back"):
+    with pytest.raises(AgentError, match="put back"):
         apply(agent, doc, token="t2")
     assert on_disk(p) == (ORIGINAL, 0o640, 0, 0)
     assert len(originals(root)) == 2
@@ -299,14 +302,14 @@ def test_a_symlink_planted_at_the_path_is_never_read_through(host):
     assert "secret-hash" not in log.getvalue()
 
 
-def test_a_symlink_or_hard_link_a_user_planted_in_its_home_is_not_kept(host, oa):
+def test_a_symlink_or_hard_link_a_user_planted_in_its_home_is_not_kept(host):
     agent, root, _ = host
     decoy = plant(root, "/etc/shadow-decoy", b"root:$6$secret-hash\n", 0o600)
     keys = root / KEYS.lstrip("/")
     keys.symlink_to("/etc/shadow-decoy")
     os.lchown(keys, UID, GID)
     doc = base([{"path": KEYS, "mode": "0600", "owner": USER, "group": GROUP, "content": "k\n"}])
-    with pytest.raises(oa.AgentError, match="refusing"):
+    with pytest.raises(AgentError, match="refusing"):
         apply(agent, doc)
     assert originals(root) == []
     keys.unlink()
@@ -316,20 +319,20 @@ def test_a_symlink_or_hard_link_a_user_planted_in_its_home_is_not_kept(host, oa)
     assert decoy.read_bytes() == b"root:$6$secret-hash\n"
 
 
-def test_a_directory_in_the_way_stays_an_error(host, oa):
+def test_a_directory_in_the_way_stays_an_error(host):
     agent, root, _ = host
     (root / AUTO.lstrip("/")).mkdir()
-    with pytest.raises(oa.AgentError, match="is a directory"):
+    with pytest.raises(AgentError, match="is a directory"):
         apply(agent, base([text_file(AUTO, "outpost\n")]))
     assert originals(root) == []
 
 
-def test_a_damaged_copy_stops_the_removal_before_anything_changes(host, oa):
+def test_a_damaged_copy_stops_the_removal_before_anything_changes(host):
     agent, root, _ = host
     p = plant(root, AUTO, ORIGINAL, 0o640)
     apply(agent, base([text_file(AUTO, "outpost\n")]))
     data = [f for f in originals(root) if f.suffix == ".data"][0]
     data.write_bytes(b"tampered")
-    with pytest.raises(oa.AgentError, match="missing or damaged"):
+    with pytest.raises(AgentError, match="missing or damaged"):
         agent.remove("base", "t1")
     assert p.read_bytes() == b"outpost\n"

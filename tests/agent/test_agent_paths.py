@@ -19,6 +19,9 @@ import pytest
 
 from test_agent_unit import FakeHost, apply, manifest
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent
+
 USER = "nobody"
 HOME = "/home/nobody"
 QUADLET = f"{HOME}/.config/containers/systemd/app.container"
@@ -34,12 +37,12 @@ def home_manifest():
 
 
 @pytest.fixture
-def host(oa, tmp_path):
+def host(tmp_path):
     for d in ("etc/containers/systemd", "etc/systemd/system/default.target.d", "home/nobody", "var/lib"):
         (tmp_path / d).mkdir(parents=True)
     os.chown(tmp_path / "home/nobody", UID, GID)
     (tmp_path / "etc/passwd-decoy").write_text("root:x:0:0\n")
-    agent = oa.Agent(root=str(tmp_path), run=FakeHost(oa), log=open(os.devnull, "w"))
+    agent = Agent(root=str(tmp_path), run=FakeHost(), log=open(os.devnull, "w"))
     return agent, tmp_path
 
 
@@ -81,30 +84,30 @@ LEVELS = [(".config", "etc"),
 
 
 @pytest.mark.parametrize("level,target", LEVELS, ids=[lvl for lvl, _ in LEVELS])
-def test_apply_refuses_a_symlink_at_every_level(host, oa, level, target):
+def test_apply_refuses_a_symlink_at_every_level(host, level, target):
     agent, root = host
     link = root / HOME.lstrip("/") / level
     make_home_dirs(root, link)
     link.symlink_to(root / target)
     as_user(link)
     before = outside(root)
-    with pytest.raises(oa.AgentError, match=f"refusing {HOME}/"):
+    with pytest.raises(AgentError, match=f"refusing {HOME}/"):
         apply(agent, home_manifest())
     assert outside(root) == before
 
 
-def test_apply_refuses_a_directory_of_another_user(host, oa):
+def test_apply_refuses_a_directory_of_another_user(host):
     agent, root = host
     config = root / HOME.lstrip("/") / ".config"
     config.mkdir()
     os.chown(config, 1, 1)  # daemon: neither the file's owner nor at home here
-    with pytest.raises(oa.AgentError, match=f"refusing {HOME}/.config: it belongs to uid 1"):
+    with pytest.raises(AgentError, match=f"refusing {HOME}/.config: it belongs to uid 1"):
         apply(agent, home_manifest())
     assert list(config.iterdir()) == []
 
 
 @pytest.mark.parametrize("level,target", LEVELS, ids=[lvl for lvl, _ in LEVELS])
-def test_remove_refuses_a_symlink_at_every_level(host, oa, level, target):
+def test_remove_refuses_a_symlink_at_every_level(host, level, target):
     agent, root = host
     assert apply(agent, home_manifest()).startswith("outpost svc-demo: 2 changed")
     link = root / HOME.lstrip("/") / level
@@ -118,7 +121,7 @@ def test_remove_refuses_a_symlink_at_every_level(host, oa, level, target):
     link.symlink_to(root / target)
     as_user(link)
     before = outside(root)
-    with pytest.raises(oa.AgentError, match=f"refusing {HOME}/"):
+    with pytest.raises(AgentError, match=f"refusing {HOME}/"):
         agent.remove("svc-demo", "t1")
     assert outside(root) == before
     assert (root / "var/lib/outpost/manifests/svc-demo.json").exists()
@@ -140,19 +143,19 @@ def racing_mkdir(monkeypatch, root, name_prefix, swap):
     monkeypatch.setattr(os, "mkdir", mkdir)
 
 
-def test_a_staging_dir_swapped_for_a_symlink_is_refused(host, oa, monkeypatch):
+def test_a_staging_dir_swapped_for_a_symlink_is_refused(host, monkeypatch):
     agent, root = host
     def swap(parent, name):
         os.rmdir(os.path.join(parent, name))
         os.symlink(root / "etc/containers/systemd", os.path.join(parent, name))
     racing_mkdir(monkeypatch, root, ".outpost-stage-", swap)
     before = outside(root)
-    with pytest.raises(oa.AgentError, match=f"refusing {HOME}/.config/containers/systemd/.outpost-stage-"):
+    with pytest.raises(AgentError, match=f"refusing {HOME}/.config/containers/systemd/.outpost-stage-"):
         apply(agent, home_manifest())
     assert outside(root) == before
 
 
-def test_a_staging_dir_swapped_for_the_users_own_with_a_symlink_file_is_refused(host, oa, monkeypatch):
+def test_a_staging_dir_swapped_for_the_users_own_with_a_symlink_file_is_refused(host, monkeypatch):
     agent, root = host
     def swap(parent, name):
         os.rmdir(os.path.join(parent, name))
@@ -161,12 +164,12 @@ def test_a_staging_dir_swapped_for_the_users_own_with_a_symlink_file_is_refused(
         os.symlink(root / "etc/passwd-decoy", os.path.join(parent, name, "app.container"))
     racing_mkdir(monkeypatch, root, ".outpost-stage-", swap)
     before = outside(root)
-    with pytest.raises(oa.AgentError, match="refusing .*/.outpost-stage-.*replaced"):
+    with pytest.raises(AgentError, match="refusing .*/.outpost-stage-.*replaced"):
         apply(agent, home_manifest())
     assert outside(root) == before
 
 
-def test_a_new_parent_swapped_before_its_chown_is_refused(host, oa, monkeypatch):
+def test_a_new_parent_swapped_before_its_chown_is_refused(host, monkeypatch):
     """The race between mkdir and a chown by path: the chown must not reach /etc."""
     agent, root = host
     (root / HOME.lstrip("/") / ".config").mkdir()
@@ -176,7 +179,7 @@ def test_a_new_parent_swapped_before_its_chown_is_refused(host, oa, monkeypatch)
         os.symlink(root / "etc/containers", os.path.join(parent, name))
     racing_mkdir(monkeypatch, root, "containers", swap)
     before = outside(root)
-    with pytest.raises(oa.AgentError, match=f"refusing {HOME}/.config/containers"):
+    with pytest.raises(AgentError, match=f"refusing {HOME}/.config/containers"):
         apply(agent, home_manifest())
     assert outside(root) == before
 

@@ -21,6 +21,9 @@ from cryptography.x509.oid import NameOID
 
 from test_agent_unit import FakeHost, HealthServer, apply, manifest, text_file
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent
+
 
 def certificate(days=30, key=None):
     """(certificate PEM, key PEM) for site.example; days < 0 → already expired."""
@@ -38,11 +41,11 @@ def certificate(days=30, key=None):
 
 
 @pytest.fixture
-def host(oa, tmp_path):
+def host(tmp_path):
     for d in ("etc/tls", "etc/systemd/system"):
         (tmp_path / d).mkdir(parents=True)
-    fake = FakeHost(oa)
-    return oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO()), fake, tmp_path
+    fake = FakeHost()
+    return Agent(root=str(tmp_path), run=fake, log=io.StringIO()), fake, tmp_path
 
 
 def tls_manifest(files):
@@ -66,14 +69,14 @@ def test_a_file_that_only_mentions_pem_markers_is_no_certificate(host):
 
 
 @pytest.mark.parametrize("layout", ["pair", "bundle"])
-def test_an_expired_certificate_changes_nothing(host, oa, layout):
+def test_an_expired_certificate_changes_nothing(host, layout):
     agent, _, root = host
     good, good_key = certificate()
     expired, key = certificate(days=-1)
     files = {"pair": lambda c, k: {"/etc/tls/site.crt": c, "/etc/tls/site.key": k},
              "bundle": lambda c, k: {"/etc/tls/site.pem": c + k}}[layout]
     apply(agent, tls_manifest(files(good, good_key)))
-    with pytest.raises(oa.AgentError, match="its certificate is expired"):
+    with pytest.raises(AgentError, match="its certificate is expired"):
         apply(agent, tls_manifest(files(expired, key)))
     for path, content in files(good, good_key).items():
         assert (root / path.lstrip("/")).read_text() == content
@@ -81,7 +84,7 @@ def test_an_expired_certificate_changes_nothing(host, oa, layout):
 
 
 @pytest.mark.parametrize("layout", ["pair", "bundle", "key-only"])
-def test_a_key_that_does_not_match_changes_nothing_and_is_never_quoted(host, oa, layout):
+def test_a_key_that_does_not_match_changes_nothing_and_is_never_quoted(host, layout):
     agent, fake, root = host
     crt, key = certificate()
     _, other_key = certificate()
@@ -92,7 +95,7 @@ def test_a_key_that_does_not_match_changes_nothing_and_is_never_quoted(host, oa,
         files = {"/etc/tls/site.crt": crt, "/etc/tls/site.key": other_key}
     else:
         files = {"/etc/tls/site.pem": crt + other_key}
-    with pytest.raises(oa.AgentError, match="the private key does not match the certificate") as err:
+    with pytest.raises(AgentError, match="the private key does not match the certificate") as err:
         apply(agent, tls_manifest(files))
     body = "".join(other_key.splitlines()[1:-1])
     assert body[:40] not in str(err.value)
@@ -106,8 +109,8 @@ class VersionedHost(FakeHost):
     """FakeHost that remembers which config each unit was (re)started or reloaded with, and can
     fail the first command that matches `fail`."""
 
-    def __init__(self, oa, root, conf):
-        super().__init__(oa)
+    def __init__(self, root, conf):
+        super().__init__()
         self.root, self.conf, self.running, self.fail, self.reloads = root, conf, {}, None, []
         self.after = lambda: None
 
@@ -136,13 +139,13 @@ def proxy_manifest(body):
                               "instances": [{"unit": "caddy.service", "health": None}]}])
 
 
-def test_a_failed_proxy_reload_puts_the_previous_config_back_and_reloads_it(oa, tmp_path):
+def test_a_failed_proxy_reload_puts_the_previous_config_back_and_reloads_it(tmp_path):
     (tmp_path / "etc").mkdir()
-    fake = VersionedHost(oa, tmp_path, CADDYFILE)
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    fake = VersionedHost(tmp_path, CADDYFILE)
+    agent = Agent(root=str(tmp_path), run=fake, log=io.StringIO())
     apply(agent, proxy_manifest(":80 { respond v1 }\n"))
     fake.fail = lambda argv: "try-reload-or-restart" in argv
-    with pytest.raises(oa.AgentError) as err:
+    with pytest.raises(AgentError) as err:
         apply(agent, proxy_manifest(":80 { respond v2 }\n"))
     assert "bad config" in str(err.value)
     assert f"the previous {CADDYFILE} was put back and caddy.service reloaded with it" in str(err.value)
@@ -151,10 +154,10 @@ def test_a_failed_proxy_reload_puts_the_previous_config_back_and_reloads_it(oa, 
     assert not list(tmp_path.rglob(".outpost-stage-*"))
 
 
-def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_version(oa, tmp_path):
+def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_version(tmp_path):
     (tmp_path / "etc").mkdir()
     conf = "/etc/web.conf"
-    fake = VersionedHost(oa, tmp_path, conf)
+    fake = VersionedHost(tmp_path, conf)
     servers = {}
 
     def health_of(port):
@@ -171,7 +174,7 @@ def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_v
             server.status, server.body = (500, b"v2 cannot open its database") if broken else (200, b"ok")
 
     fake.after = serve_what_runs
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    agent = Agent(root=str(tmp_path), run=fake, log=io.StringIO())
     doc = manifest(files=[text_file(conf, "v1")], units=[{"unit": f"web@{p}.service"} for p in (8000, 8001, 8002)],
                    restart=[{"group": "web", "strategy": "rolling", "when": [conf],
                              "instances": [{"unit": f"web@{8000 + i}.service", "health": u} for i, u in enumerate(urls)],
@@ -180,7 +183,7 @@ def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_v
     assert set(fake.running.values()) == {"v1"}
     doc["files"][0]["content"] = "v2"
     try:
-        with pytest.raises(oa.AgentError) as err:
+        with pytest.raises(AgentError) as err:
             apply(agent, doc)
     finally:
         for s in servers.values():
@@ -194,7 +197,7 @@ def test_a_failed_rolling_restart_puts_every_restarted_replica_back_on_the_old_v
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server's sshd")
-def test_the_base_setup_validates_the_staged_sshd_drop_in_not_the_live_one(oa, tmp_path):
+def test_the_base_setup_validates_the_staged_sshd_drop_in_not_the_live_one(tmp_path):
     """The base manifest's own validate step, run by the agent with the real sshd: a broken new
     drop-in is refused even though the live configuration is fine."""
     from components.config import load_file
@@ -204,26 +207,26 @@ def test_the_base_setup_validates_the_staged_sshd_drop_in_not_the_live_one(oa, t
     base = base_manifest(load_file(ROOT / "Pulumi.local.yaml"), "vm").to_json()
     dropin = base["restart"][0]["when"][0]
     (tmp_path / "etc").mkdir()
-    agent = oa.Agent(root=str(tmp_path), run=FakeHost(oa), log=io.StringIO())
+    agent = Agent(root=str(tmp_path), run=FakeHost(), log=io.StringIO())
     sshd_step = [v for v in base["validate"] if v["argv"][0] == "/usr/sbin/sshd"]
     doc = manifest(name="base", files=[text_file(dropin, "PermitRootLogin no\n")], validate=sshd_step)
     apply(agent, doc)
     doc["files"][0]["content"] = "PermitRootLogin maybe\n"
-    with pytest.raises(oa.AgentError, match="validation failed, no file was changed.*unsupported option"):
+    with pytest.raises(AgentError, match="validation failed, no file was changed.*unsupported option"):
         apply(agent, doc)
     assert (tmp_path / dropin.lstrip("/")).read_text() == "PermitRootLogin no\n"
 
 
-def test_a_failed_blue_green_deploy_puts_the_idle_slot_back_on_the_live_version(oa, tmp_path):
+def test_a_failed_blue_green_deploy_puts_the_idle_slot_back_on_the_live_version(tmp_path):
     from test_agent_unit import bluegreen_manifest
     (tmp_path / "etc").mkdir()
-    fake = VersionedHost(oa, tmp_path, "/etc/web.conf")
+    fake = VersionedHost(tmp_path, "/etc/web.conf")
     blue, green = HealthServer(), HealthServer()
     try:
-        agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+        agent = Agent(root=str(tmp_path), run=fake, log=io.StringIO())
         apply(agent, bluegreen_manifest([blue.url(), green.url()], tmp_path, body="v1"))
         green.status, green.body = 502, b"v2 is broken"
-        with pytest.raises(oa.AgentError) as err:
+        with pytest.raises(AgentError) as err:
             apply(agent, bluegreen_manifest([blue.url(), green.url()], tmp_path, body="v2"))
     finally:
         blue.server.shutdown()

@@ -9,6 +9,9 @@ import pytest
 
 from test_agent_unit import TOKEN, host, manifest, text_file  # noqa: F401 - host is a fixture
 
+from outpost_agent.base import AgentError
+from outpost_agent.manifest import load_manifest
+
 BINARY_DIR = "/usr/local/lib/outpost/litestream-0.5.17"
 
 
@@ -43,7 +46,7 @@ def test_scratch_goes_with_the_last_manifest_listing_it_and_no_link_is_followed(
 
 @pytest.mark.parametrize("path", ["/etc", "/usr/local/lib/outpost", "/usr/local/lib/outpost/../../../etc",
                                   "/var/cache/other", "relative/outpost"])
-def test_scratch_outside_the_allowed_roots_is_refused(oa, path):
+def test_scratch_outside_the_allowed_roots_is_refused(path):
     doc = manifest("backup-a", scratch=[path])
-    with pytest.raises(oa.AgentError, match="scratch"):
-        oa.load_manifest(json.dumps(doc), "backup-a")
+    with pytest.raises(AgentError, match="scratch"):
+        load_manifest(json.dumps(doc), "backup-a")

@@ -24,6 +24,10 @@ import pytest
 from components.render.manifest import File, Manifest
 from test_agent_unit import FakeHost
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent, main
+from outpost_agent.manifest import load_manifest, mask
+
 SECRET = 'Xyzzy"s3cr3t$pass42'                   # systemd-env writes Xyzzy\"s3cr3t\$pass42
 PLAIN = "Xyzzys3cr3tPlain77"
 KEY = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqXyzzys3cr3tKeyLineOne0000\n"
@@ -51,7 +55,7 @@ CASES = {   # name: (path, content with placeholders, secret format, validator a
 
 
 @pytest.fixture
-def host(oa, tmp_path, monkeypatch):
+def host(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     echo = bin_dir / "echo-config"
@@ -61,7 +65,7 @@ def host(oa, tmp_path, monkeypatch):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     progress = io.StringIO()
-    return oa.Agent(root=str(root), run=FakeHost(oa), log=progress), progress, root
+    return Agent(root=str(root), run=FakeHost(), log=progress), progress, root
 
 
 def stdin_of(case):
@@ -77,20 +81,20 @@ def assert_hidden(text, where):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_no_secret_value_in_anything_the_agent_prints_or_keeps(oa, host, capsys, monkeypatch, case):
+def test_no_secret_value_in_anything_the_agent_prints_or_keeps(host, capsys, monkeypatch, case):
     agent, progress, root = host
     tool = (CASES[case][3] or ["openssl"])[0]
     if tool != "echo-config" and not shutil.which(tool):
         pytest.fail(f"{tool} is not installed (tools/setup.sh installs the validators)")
     text = stdin_of(case)
     assert "s3cr3t" in text and "secret_values" in text      # the values do travel on stdin
-    with pytest.raises(oa.AgentError) as failed:
+    with pytest.raises(AgentError) as failed:
         agent.apply("svc-demo", "t1", text)
     assert "validation failed" in str(failed.value) or "refusing" in str(failed.value)
     assert "<secret hidden>" in str(failed.value) or case == "certificate check"
     assert_hidden(str(failed.value), "the exception")
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
-    assert oa.main(["apply", "svc-demo", "t1"], agent) == 1     # the command line's own error path
+    assert main(["apply", "svc-demo", "t1"], agent) == 1     # the command line's own error path
     out, err = capsys.readouterr()
     assert "outpost-apply: error:" in err
     for where, seen in (("stdout", out), ("stderr", err), ("the progress lines", progress.getvalue())):
@@ -102,7 +106,7 @@ def test_no_secret_value_in_anything_the_agent_prints_or_keeps(oa, host, capsys,
             assert_hidden(f.read_text(errors="replace"), f)
 
 
-def test_a_health_response_quoting_a_secret_is_hidden(oa, host):
+def test_a_health_response_quoting_a_secret_is_hidden(host):
     """A replica that answers its health check with its environment (a debug page)."""
     agent, _, _ = host
     agent.learn_secrets([SECRET, KEY])
@@ -111,19 +115,19 @@ def test_a_health_response_quoting_a_secret_is_hidden(oa, host):
     assert agent.redact("MIIEvQIBADANBgkqXyzzys3cr3tKeyLineOne0000 alone") == "<secret hidden> alone"
 
 
-def test_secret_values_travel_on_stdin_only(oa):
+def test_secret_values_travel_on_stdin_only():
     m = Manifest(name="svc-demo", files=[File("/etc/demo.env", 'K="<secret:api>"\n', secret_format="systemd-env")])
     assert "secret_values" not in m.encode()                  # the masked encoding: the token's source
     doc = json.loads(m.encode({"api": SECRET}))
     assert doc["secret_values"] == sorted([SECRET, 'Xyzzy\\"s3cr3t\\$pass42'])
-    assert "secret_values" not in oa.mask(oa.load_manifest(json.dumps(doc), "svc-demo"))
+    assert "secret_values" not in mask(load_manifest(json.dumps(doc), "svc-demo"))
 
 
-def test_kept_manifests_teach_a_later_command_the_values(oa, host):
+def test_kept_manifests_teach_a_later_command_the_values(host):
     """restart, switch, report, drift and logs run without a manifest on stdin: they hide the
     values of the manifests kept for repair and rollback."""
     agent, _, root = host
     text = Manifest(name="svc-demo", files=[File("/etc/demo/api-token", "<secret:api>", "0600")]).encode({"api": SECRET})
     agent.apply("svc-demo", "t1", text)
-    later = oa.Agent(root=str(root), run=FakeHost(oa), log=io.StringIO())
+    later = Agent(root=str(root), run=FakeHost(), log=io.StringIO())
     assert later.redact(f"body: {SECRET}") == "body: <secret hidden>"

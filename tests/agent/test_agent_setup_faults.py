@@ -18,6 +18,9 @@ import pytest
 from test_agent_faults import CONF, UNIT, FaultyHost, assert_converged, versioned
 from test_agent_unit import apply
 
+from outpost_agent.base import AgentError
+from outpost_agent.cli import Agent
+
 USER, UID = "demo", 4711
 DATA_DIR = "/srv/demo"
 
@@ -33,8 +36,8 @@ class SetupHost(FaultyHost):
     """FaultyHost that also keeps a package list and an account database, and fails one
     matching command once with the exit code and words of the real tool."""
 
-    def __init__(self, oa, root):
-        super().__init__(oa, root)
+    def __init__(self, root):
+        super().__init__(root)
         self.installed, self.users, self.lingering, self.fault = set(), {}, set(), None
 
     def __call__(self, argv, **kwargs):
@@ -61,10 +64,10 @@ class SetupHost(FaultyHost):
 
 
 @pytest.fixture
-def host(oa, tmp_path, monkeypatch):
+def host(tmp_path, monkeypatch):
     for d in ("etc/systemd/system", "var/lib", "srv", "home"):
         (tmp_path / d).mkdir(parents=True)
-    fake = SetupHost(oa, tmp_path)
+    fake = SetupHost(tmp_path)
     real_user, real_group = pwd.getpwnam, grp.getgrnam
 
     def getpwnam(name):
@@ -79,7 +82,7 @@ def host(oa, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pwd, "getpwnam", getpwnam)
     monkeypatch.setattr(grp, "getgrnam", getgrnam)
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=open("/dev/null", "w"))
+    agent = Agent(root=str(tmp_path), run=fake, log=open("/dev/null", "w"))
     apply(agent, versioned("v1"))
     return agent, fake, tmp_path
 
@@ -111,13 +114,13 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_a_failing_package_or_account_step_changes_nothing_and_the_next_apply_converges(oa, host, fault):
+def test_a_failing_package_or_account_step_changes_nothing_and_the_next_apply_converges(host, fault):
     agent, fake, root = host
     if fault == "unlock fails":
         kept_locked(fake, root)
     match, code, words, step = FAULTS[fault]
     fake.fault = (match, code, words)
-    with pytest.raises(oa.AgentError) as failed:
+    with pytest.raises(AgentError) as failed:
         apply(agent, v2_with_setup(), token="t2")
     message = str(failed.value)
     assert message.startswith(step) and f"exit {code}" in message

@@ -1,4 +1,4 @@
-"""Unit tests of the on-host agent (files/agent/outpost-apply.py) that need no VM.
+"""Unit tests of the on-host agent (files/agent/outpost_agent) that need no VM.
 
 The pure parts (manifest checks, masking, restart selection, summary line, health probe, haproxy
 admin-socket talk) are tested directly. apply/remove/switch run for real against a temporary
@@ -19,6 +19,11 @@ import threading
 
 import pytest
 
+from outpost_agent.base import AgentError, run_command
+from outpost_agent.cli import Agent, main
+from outpost_agent.health import probe
+from outpost_agent.manifest import file_bytes, groups_to_restart, load_manifest, mask, summary
+
 TOKEN = "t1"
 
 
@@ -37,8 +42,7 @@ def text_file(path, content, mode="0644"):
 class FakeHost:
     """Answers systemctl/loginctl/useradd/usermod/apt like a quiet host and records every call."""
 
-    def __init__(self, oa):
-        self.oa = oa
+    def __init__(self):
         self.calls = []
         self.active = set()
         self.enabled = set()
@@ -53,7 +57,7 @@ class FakeHost:
             return 0, out, out
         if argv[0] in ("loginctl", "useradd", "usermod", "userdel", "apt-get"):
             return 0, "", ""
-        return self.oa.run_command(argv, **kwargs)
+        return run_command(argv, **kwargs)
 
     def systemctl(self, args):
         cmd, units = args[0], [a for a in args[1:] if not a.startswith("--")]
@@ -80,11 +84,11 @@ class FakeHost:
 
 
 @pytest.fixture
-def host(oa, tmp_path):
-    fake = FakeHost(oa)
+def host(tmp_path):
+    fake = FakeHost()
     for d in ("etc/systemd/system", "srv", "opt", "home"):
         (tmp_path / d).mkdir(parents=True)
-    agent = oa.Agent(root=str(tmp_path), run=fake, log=io.StringIO())
+    agent = Agent(root=str(tmp_path), run=fake, log=io.StringIO())
     return agent, fake, tmp_path
 
 
@@ -94,14 +98,14 @@ def apply(agent, doc, token=TOKEN, capsys=None):
 
 # -- pure parts -----------------------------------------------------------------------------------
 
-def test_manifest_defaults_are_filled(oa):
+def test_manifest_defaults_are_filled():
     doc = manifest(files=[{"path": "/etc/x", "content": "x"}],
                    users=[{"name": "app"}],
                    units=[{"unit": "x.service"}],
                    restart=[{"group": "web", "strategy": "rolling", "when": ["/etc/x"],
                              "instances": [{"unit": "web@8000.service",
                                             "health": "http://127.0.0.1:8000/"}]}])
-    m = oa.load_manifest(json.dumps(doc), "svc-demo")
+    m = load_manifest(json.dumps(doc), "svc-demo")
     assert m["files"][0] | {"content": None} == {"path": "/etc/x", "mode": "0644", "owner": "root",
                                                  "group": "root", "b64": False, "content": None}
     assert m["users"][0] == {"name": "app", "home": "/home/app", "linger": False, "system": True,
@@ -113,7 +117,7 @@ def test_manifest_defaults_are_filled(oa):
     assert group["instances"][0]["port"] == "8000"
 
 
-def test_manifest_problems_are_all_reported_in_one_paragraph(oa):
+def test_manifest_problems_are_all_reported_in_one_paragraph():
     doc = manifest(name="other",
                    files=[text_file("/etc/../x", "a"), text_file("/etc/y", "b"), text_file("/etc/y", "c")],
                    units=[{"unit": "x.service", "scope": "user:"}],
@@ -122,8 +126,8 @@ def test_manifest_problems_are_all_reported_in_one_paragraph(oa):
                              "instances": [{"unit": "a@1.service", "health": "http://example.org/"}]},
                             {"group": "bg", "strategy": "blue-green",
                              "instances": [{"unit": "b@1.service"}]}])
-    with pytest.raises(oa.AgentError) as err:
-        oa.load_manifest(json.dumps(doc), "svc-demo")
+    with pytest.raises(AgentError) as err:
+        load_manifest(json.dumps(doc), "svc-demo")
     message = str(err.value)
     assert "\n" not in message
     for expected in ("name is 'other'", "'/etc/../x' must be absolute and normalized",
@@ -133,37 +137,37 @@ def test_manifest_problems_are_all_reported_in_one_paragraph(oa):
         assert expected in message
 
 
-def test_invalid_json_is_a_clear_error(oa):
-    with pytest.raises(oa.AgentError, match="not valid JSON"):
-        oa.load_manifest("{nope", "svc-demo")
+def test_invalid_json_is_a_clear_error():
+    with pytest.raises(AgentError, match="not valid JSON"):
+        load_manifest("{nope", "svc-demo")
 
 
-def test_mask_replaces_content_with_digest(oa):
-    m = oa.load_manifest(json.dumps(manifest(files=[text_file("/etc/x", "secret value"),
-                                                    {"path": "/opt/b", "content": "AAEC", "b64": True}])),
-                         "svc-demo")
-    masked = oa.mask(m)
+def test_mask_replaces_content_with_digest():
+    m = load_manifest(json.dumps(manifest(files=[text_file("/etc/x", "secret value"),
+                                                 {"path": "/opt/b", "content": "AAEC", "b64": True}])),
+                      "svc-demo")
+    masked = mask(m)
     assert "secret value" not in json.dumps(masked)
     assert masked["files"][0]["sha256"] == hashlib.sha256(b"secret value").hexdigest()
-    assert oa.file_bytes(m["files"][1]) == b"\x00\x01\x02"
+    assert file_bytes(m["files"][1]) == b"\x00\x01\x02"
     assert "content" not in masked["files"][1] and "b64" not in masked["files"][1]
 
 
-def test_summary_line(oa):
-    assert oa.summary("base", 0, 0, []) == "outpost base: 0 changed, 0 removed, restarted: none"
-    assert oa.summary("svc-a", 3, 1, [("a", "rolling"), ("b", "restart")]) == \
+def test_summary_line():
+    assert summary("base", 0, 0, []) == "outpost base: 0 changed, 0 removed, restarted: none"
+    assert summary("svc-a", 3, 1, [("a", "rolling"), ("b", "restart")]) == \
         "outpost svc-a: 3 changed, 1 removed, restarted: a(rolling), b(restart)"
 
 
-def test_groups_to_restart(oa):
+def test_groups_to_restart():
     def group(name, when):
         return {"group": name, "strategy": "restart", "when": when, "instances": []}
     new = {"restart": [group("a", ["/x"]), group("b", ["/y"]), group("c", ["/z"]), group("d", [])]}
     previous = {"manifest": {"restart": [group("a", ["/x"]), group("b", ["/y"]), group("d", [])]},
                 "pending": ["d"]}
-    chosen = [g["group"] for g in oa.groups_to_restart(new, previous, ["/y"])]
+    chosen = [g["group"] for g in groups_to_restart(new, previous, ["/y"])]
     assert chosen == ["b", "c", "d"]  # b: file changed, c: new, d: pending from a failed apply
-    assert [g["group"] for g in oa.groups_to_restart(new, None, [])] == ["a", "b", "c", "d"]
+    assert [g["group"] for g in groups_to_restart(new, None, [])] == ["a", "b", "c", "d"]
 
 
 # -- files: staging, diffing, removal ---------------------------------------------------------------
@@ -223,7 +227,7 @@ def test_validate_runs_on_staged_copy_and_failure_changes_nothing(host):
     doc = manifest(files=[text_file("/etc/app/app.conf", "good\n")], validate=[{"argv": check}])
     apply(agent, doc)
     doc["files"][0]["content"] = "bad\n"
-    with pytest.raises(agent_error(agent)) as err:
+    with pytest.raises(AgentError) as err:
         apply(agent, doc)
     assert "validation failed, no file was changed" in str(err.value)
     assert "bad config: bad" in str(err.value)
@@ -231,10 +235,6 @@ def test_validate_runs_on_staged_copy_and_failure_changes_nothing(host):
     assert not list(root.rglob(".outpost-stage-*"))
     doc["files"][0]["content"] = "good too\n"
     assert apply(agent, doc).startswith("outpost svc-demo: 1 changed")
-
-
-def agent_error(agent):
-    return type(agent).__init__.__globals__["AgentError"]
 
 
 def test_staged_copy_keeps_the_file_name(host):
@@ -311,14 +311,14 @@ def servers():
         s.server.shutdown()
 
 
-def test_probe_reports_status_body_and_connection_errors(oa, servers):
-    assert oa.probe(servers(200, b"fine").url(), 1) == (True, "HTTP 200: fine")
-    ok, last = oa.probe(servers(503, b"db down\n" + b"x" * 1000).url(), 1)
+def test_probe_reports_status_body_and_connection_errors(servers):
+    assert probe(servers(200, b"fine").url(), 1) == (True, "HTTP 200: fine")
+    ok, last = probe(servers(503, b"db down\n" + b"x" * 1000).url(), 1)
     assert not ok and last.startswith("HTTP 503: db down / xxx") and len(last) < 530
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ok, last = oa.probe(f"http://127.0.0.1:{port}/", 1)
+    ok, last = probe(f"http://127.0.0.1:{port}/", 1)
     assert not ok and last.startswith("connection error:")
 
 
@@ -338,7 +338,7 @@ def test_rolling_stops_at_first_unhealthy_instance(host, servers):
     apply(agent, doc)
     bad.status, bad.body = 500, b"boom: tag 2025-99 not found"
     doc["files"][0]["content"] = "v2"
-    with pytest.raises(agent_error(agent)) as err:
+    with pytest.raises(AgentError) as err:
         apply(agent, doc)
     message = str(err.value)
     assert "rolling restart of web stopped: web@8001.service did not become healthy" in message
@@ -394,7 +394,7 @@ def bluegreen_manifest(urls, root, body="v1"):
     return doc
 
 
-def test_blue_green_switches_to_the_idle_slot_and_back(host, servers, oa):
+def test_blue_green_switches_to_the_idle_slot_and_back(host, servers):
     agent, fake, root = host
     blue, green = servers(), servers()
     live = root / "etc/proxy/live.conf"
@@ -409,7 +409,7 @@ def test_blue_green_switches_to_the_idle_slot_and_back(host, servers, oa):
     assert live.read_text() == "upstream 8000 # web@8000.service\n"
     # a broken idle slot: no switch, the live one keeps serving
     green.status = 502
-    with pytest.raises(oa.AgentError, match="proxy still routes to web@8000.service"):
+    with pytest.raises(AgentError, match="proxy still routes to web@8000.service"):
         apply(agent, bluegreen_manifest([blue.url(), green.url()], root, body="v3"))
     assert live.read_text() == "upstream 8000 # web@8000.service\n"
 
@@ -420,7 +420,7 @@ def test_blue_green_reload_failure_restores_switch_file(host, servers):
     apply(agent, doc)
     doc["restart"][0]["switch"]["reload"] = ["false"]
     doc["files"][0]["content"] = "v2"
-    with pytest.raises(agent_error(agent), match="live.conf was restored"):
+    with pytest.raises(AgentError, match="live.conf was restored"):
         apply(agent, doc)
     assert (root / "etc/proxy/live.conf").read_text() == "upstream 8000 # web@8000.service\n"
 
@@ -478,16 +478,16 @@ def test_the_agent_state_stays_while_another_manifest_is_stored(host):
     assert not (root / "var/lib/outpost").exists()
 
 
-def test_main_prints_one_paragraph_error_and_exits_nonzero(oa, host, capsys, monkeypatch):
+def test_main_prints_one_paragraph_error_and_exits_nonzero(host, capsys, monkeypatch):
     agent, _, _ = host
     monkeypatch.setattr("sys.stdin", io.StringIO("[1, 2"))
-    assert oa.main(["apply", "svc-demo", "t"], agent=agent) == 1
+    assert main(["apply", "svc-demo", "t"], agent=agent) == 1
     err = capsys.readouterr().err
     assert err.startswith("outpost-apply: error: the manifest on stdin is not valid JSON")
     assert "Traceback" not in err and err.count("\n") == 1
-    assert oa.main(["apply", "../etc", "t"], agent=agent) == 1
-    assert oa.main(["bogus"], agent=agent) == 2
-    assert oa.main(["status"], agent=agent) == 0
+    assert main(["apply", "../etc", "t"], agent=agent) == 1
+    assert main(["bogus"], agent=agent) == 2
+    assert main(["status"], agent=agent) == 0
 
 
 def test_restart_runs_the_stored_plan_now(host, capsys):
@@ -512,15 +512,15 @@ def test_reload_leaves_a_stopped_unit_stopped(host):
     assert not fake.commands("reload")
 
 
-def test_an_existing_account_with_another_home_is_not_taken_over(host, oa, monkeypatch):
+def test_an_existing_account_with_another_home_is_not_taken_over(host, monkeypatch):
     """The manifest's `home` is authoritative: its files below the home were rendered for it, so an
     existing account whose home is elsewhere (a host user the stack happens to name) is refused."""
     import pwd
     agent, fake, _ = host
     entry = pwd.struct_passwd(("svc", "x", 990, 990, "", "/var/lib/svc", "/usr/sbin/nologin"))
-    monkeypatch.setattr(oa.pwd, "getpwnam", lambda name: entry if name == "svc" else pwd.getpwnam(name))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: entry if name == "svc" else pwd.getpwnam(name))
     user = {"name": "svc", "home": "/home/svc", "shell": "/usr/sbin/nologin", "linger": False, "system": True}
-    with pytest.raises(oa.AgentError, match="user svc exists with home /var/lib/svc, not /home/svc"):
+    with pytest.raises(AgentError, match="user svc exists with home /var/lib/svc, not /home/svc"):
         agent.ensure_users([user])
     assert not [c for c in fake.calls if c[0] in ("useradd", "loginctl")]
     agent.ensure_users([{**user, "home": "/var/lib/svc"}])   # the same home: nothing to create

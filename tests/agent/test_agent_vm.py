@@ -1,7 +1,8 @@
-"""The on-host agent (files/agent/outpost-apply.py) against real systemd on the Debian 13 VM.
+"""The on-host agent (files/agent/outpost_agent, as the zipapp the base manifest ships) against real
+systemd on the Debian 13 VM.
 
 Runs on the session's shared VM (tests/conftest.py: after tests/vm, before the validators; with
-OUTPOST_TEST_VM=<state dir> on a VM already running there), copies the agent to
+OUTPOST_TEST_VM=<state dir> on a VM already running there), copies the built agent to
 /usr/local/lib/outpost/outpost-apply.py over SSH and runs it exactly as the Command resources do:
 `sudo -n python3 ... apply NAME TOKEN` with the manifest on stdin, `... remove NAME TOKEN`.
 The tests build on each other in file order (apply, re-apply, change, drop, ..., remove), each
@@ -16,15 +17,14 @@ import hashlib
 import json
 import shlex
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from components.render.agent import AGENT_PATH, agent_zipapp
 
 pytestmark = pytest.mark.e2e
 
-AGENT = Path(__file__).resolve().parents[2] / "files" / "agent" / "outpost-apply.py"
-AGENT_ON_HOST = "/usr/local/lib/outpost/outpost-apply.py"
+AGENT_ON_HOST = AGENT_PATH
 HEALTH = {"interval": 1, "timeout": 3, "retries": 30}
 
 WEB_PY = textwrap.dedent("""\
@@ -71,7 +71,7 @@ def token(doc):
 @pytest.fixture(scope="module")
 def vm(shared_vm):
     shared_vm.ssh(f"install -d -m 0755 /usr/local/lib/outpost && cat > {AGENT_ON_HOST}",
-                  input=AGENT.read_bytes())
+                  input=agent_zipapp())
     return shared_vm
 
 

@@ -2,7 +2,7 @@
 
 moto's S3 server runs on the host's 127.0.0.1 (free port) with the bucket created by boto3; the
 rendered `backup-*` manifests (secrets substituted, as the resource layer ships them) are applied
-in the VM by the real agent (files/agent/outpost-apply.py), then:
+in the VM by the real agent (the zipapp built from files/agent/), then:
 
 * restic: the apply enables the timer and runs no backup; `systemctl start
   outpost-backup-files.service` initialises the repository and backs up a directory (healthchecks
@@ -37,14 +37,14 @@ from pathlib import Path
 import pytest
 
 from components.config import parse
+from components.render.agent import AGENT_PATH, agent_zipapp
 from components.render.backups import LITESTREAM, LITESTREAM_DIR, LITESTREAM_WHEEL_MEMBER, backup_manifests
-from tests.conftest import ROOT
 from tests.e2e.backing import moto_server
 from tests.validators.test_backup_units import litestream_wheel
 
 pytestmark = pytest.mark.e2e
 
-AGENT = "/usr/local/lib/outpost/outpost-apply.py"
+AGENT = AGENT_PATH
 BUCKET = "e2e-backups"
 # Every character the env-file and YAML quoting must carry through unchanged (no single quote:
 # the renderer's documented limit).
@@ -136,7 +136,7 @@ def vm(moto, pings, tmp_path_factory):
         wait_for(lambda: sh(machine, "curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9000/", check=False,
                             timeout=60) == "200", "the VM reaches moto through the tunnel", 120, 2)
         sh(machine, f"install -d -m 0755 {os.path.dirname(AGENT)} && cat > {AGENT}",
-           input=(ROOT / "files" / "agent" / "outpost-apply.py").read_bytes())
+           input=agent_zipapp())
         yield machine
     finally:
         if tunnel is not None:

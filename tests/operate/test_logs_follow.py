@@ -1,7 +1,7 @@
 """`make logs FOLLOW=1` offline: the real follow path against stand-ins for the network.
 
 `ssh` on PATH is a stand-in for the SSH client and server: it runs the real agent
-(files/agent/outpost-apply.py, `logs svc-hello ... --follow`) against a temporary root holding a
+(the zipapp built from files/agent/, `logs svc-hello ... --follow`) against a temporary root holding a
 stored manifest, and relays its stdout like an SSH channel (a SIGTERM ends it the way a closed
 session does). `journalctl` on PATH is a fault-free stand-in producer of journal JSON records:
 it prints one record, waits (bounded) for the test to have *seen* it — so a client that reads to
@@ -22,7 +22,8 @@ import pytest
 
 from components.operate import logs
 from components.operate.connections import injected
-from components.program import ROOT, stack_config
+from components.render.agent import agent_zipapp
+from components.program import stack_config
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-material-42\n-----END OPENSSH PRIVATE KEY-----\n"
 UNITS = ["hello@8001.service", "hello@8002.service", "hello@8001.service"]
@@ -41,12 +42,11 @@ for line in agent.stdout:                   # the channel: relayed as it comes
 sys.exit(agent.wait())
 """
 
-RUNNER = """import importlib.util, signal, sys
-spec = importlib.util.spec_from_file_location("outpost_apply", {agent!r})
-oa = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(oa)
+RUNNER = """import signal, sys
+sys.path.insert(0, {agent!r})                  # the zipapp the base manifest ships
+from outpost_agent.cli import Agent, main
 signal.signal(signal.SIGHUP, signal.SIG_IGN)   # as the agent's __main__ does
-sys.exit(oa.main(sys.argv[1:], oa.Agent(root={root!r})))
+sys.exit(main(sys.argv[1:], Agent(root={root!r})))
 """
 
 JOURNALCTL = """#!{python}
@@ -93,7 +93,9 @@ def host(tmp_path, monkeypatch):
                                         for u in sorted(set(UNITS))]}}
         (root / "var/lib/outpost/manifests/svc-hello.json").write_text(json.dumps(state))
         runner = tmp_path / "agent_runner.py"
-        runner.write_text(RUNNER.format(agent=str(ROOT / "files/agent/outpost-apply.py"), root=str(root)))
+        agent = tmp_path / "outpost-apply.py"
+        agent.write_bytes(agent_zipapp())
+        runner.write_text(RUNNER.format(agent=str(agent), root=str(root)))
         paths = {"pidfile": str(tmp_path / "journalctl.pid"), "go": str(tmp_path / "go")}
         for name, text in (("ssh", SSH.format(python=sys.executable, fail=fail, runner=str(runner))),
                            ("journalctl", JOURNALCTL.format(python=sys.executable, first=UNITS[0], rest=UNITS[1:],

@@ -48,8 +48,8 @@ def test_rerender_removes_stale_files(tmp_path):
 
 def test_plan_masks_every_secret(tmp_path):
     render("prod", tmp_path)
-    text = "\n".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
-    assert "mock private key" not in text          # generated keys never reach the plan
+    data = b"\n".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())   # the agent is a zip
+    assert b"mock private key" not in data          # generated keys never reach the plan
     plan = json.loads((tmp_path / "plan.json").read_text())
     for res in plan["resources"]:
         if res["type"] == "command:remote:Command":
