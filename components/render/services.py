@@ -255,11 +255,16 @@ def is_routed(stack: Stack, name: str) -> bool:
     return name in stack.routed_services
 
 
-def drain(stack: Stack, name: str, port: int) -> dict[str, str] | None:
-    """HAProxy stacks: take r<port> out of backend <svc> while that replica restarts."""
-    if stack.proxy.kind != "haproxy" or not is_routed(stack, name):
+def drain(stack: Stack, name: str, port: int) -> dict[str, Any] | None:
+    """How the agent takes a routed replica out of the proxy's rotation before it restarts it:
+    HAProxy through its admin socket (r<port> of backend <svc>); Caddy and nginx, which have no
+    runtime API for it, in the kernel: new connections to 127.0.0.1:<port> are refused (the proxy
+    tries another replica) until the replica is back (outpost_agent/restarts.py)."""
+    if not is_routed(stack, name):
         return None
-    return {"kind": "haproxy", "socket": HAPROXY_ADMIN_SOCKET, "backend": name, "server": f"r{port}"}
+    if stack.proxy.kind == "haproxy":
+        return {"kind": "haproxy", "socket": HAPROXY_ADMIN_SOCKET, "backend": name, "server": f"r{port}"}
+    return {"kind": "port", "port": port}
 
 
 def switch(stack: Stack, name: str) -> dict[str, Any] | None:

@@ -313,6 +313,13 @@ def test_rootful_container_with_haproxy_drain():
     assert "/etc/web/token" in group["when"] and "/etc/outpost/services/web.secret.env" in group["when"]
 
 
+def test_replicas_behind_caddy_or_nginx_are_drained_in_the_kernel():
+    """No runtime API to drain at: the agent refuses new connections to the port instead."""
+    m = manifest("local", "vm", "svc-hello")
+    group = next(g for g in m.restart if g["group"] == "hello")
+    assert [i["drain"] for i in group["instances"]] == [{"kind": "port", "port": 8000}, {"kind": "port", "port": 8001}]
+
+
 def test_rootful_job_has_on_success_in_its_quadlet():
     files = files_of("edge-haproxy", "h1")
     job = lines(files["/etc/containers/systemd/web-reindex.container"].content)

@@ -193,10 +193,12 @@ def check_instance(inst, where):
         if url.scheme != "http" or url.hostname != "127.0.0.1":
             problems.append(f"{where}: health {inst['health']!r} must be an http://127.0.0.1 URL")
     drain = inst["drain"]
-    if drain is not None and not (isinstance(drain, dict) and drain.get("kind") == "haproxy"
-                                  and all(isinstance(drain.get(k), str) and drain[k]
-                                          for k in ("socket", "backend", "server"))):
-        problems.append(f"{where}: drain must be {{kind: haproxy, socket, backend, server}}")
+    haproxy = isinstance(drain, dict) and drain.get("kind") == "haproxy" \
+        and all(isinstance(drain.get(k), str) and drain[k] for k in ("socket", "backend", "server"))
+    port = isinstance(drain, dict) and drain.get("kind") == "port" and isinstance(drain.get("port"), int) \
+        and not isinstance(drain["port"], bool) and 1 <= drain["port"] <= 65535
+    if drain is not None and not (haproxy or port):
+        problems.append(f"{where}: drain must be {{kind: haproxy, socket, backend, server}} or {{kind: port, port}}")
     return problems
 
 

@@ -1,8 +1,19 @@
-"""Restarts and health: a manifest's restart plan (restart, reload, rolling with haproxy drains,
+"""Restarts and health: a manifest's restart plan (restart, reload, rolling with drains,
 blue-green with the proxy's switch file), each instance health-checked, and the rollback of a
 group that fails to the files it had before.
 
-Touches the units of the restart groups, the switch files and /var/lib/outpost/bluegreen/.
+A rolling restart drains a replica before it stops it, so that no request is sent to it as it
+goes: through haproxy's admin socket (`kind: haproxy`), or, for proxies without a runtime API
+(Caddy, nginx), in the kernel (`kind: port`): nftables table `inet outpost_drain` makes every new
+connection from anyone but root to 127.0.0.1:PORT a refused one, which every proxy passes to
+another replica (a connection that was never made carries no request, POSTs included); the agent
+waits until nothing is connected to the port or queued in its accept queue, then restarts it. A
+replica that closes its listening socket with connections still queued resets them after the
+proxy may have sent a request on them; a refused connection never has one. The refusal carries
+a timeout (DRAIN_TTL) so that an agent killed before lifting it does not keep the replica out.
+
+Touches the units of the restart groups, the switch files, /var/lib/outpost/bluegreen/ and the
+nftables table `inet outpost_drain`.
 """
 
 import shlex
@@ -11,12 +22,15 @@ import time
 
 from .base import STATE_DIR, AgentError, one_line
 from .fs import uid_of
-from .health import haproxy_command, haproxy_sessions, probe
+from .health import haproxy_command, haproxy_sessions, port_connections, probe
 from .manifest import summary
 from .units import Units
 
 SETTLE_CHECKS = 2          # rolling: proxy health-check intervals to wait between instances
-DRAIN_WAIT = 30           # haproxy: seconds to wait for a drained server's sessions to end
+DRAIN_WAIT = 30           # seconds to wait for a drained server's sessions to end
+DRAIN_TABLE = "outpost_drain"   # nftables (family inet): new connections to a draining port refused
+DRAIN_TTL = 600           # seconds a refusal lasts if the agent dies before lifting it
+NFT = "/usr/sbin/nft"
 
 
 class Restarts(Units):
@@ -38,6 +52,8 @@ class Restarts(Units):
         return self.redact(last)   # a response body may quote what the service was given
 
     def drain(self, d):
+        if d["kind"] == "port":
+            return self.drain_port(int(d["port"]))
         for state in ("drain", "maint"):
             answer = self.redact(haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state {state}"))
             if answer.strip():
@@ -48,7 +64,33 @@ class Restarts(Units):
             time.sleep(0.2)
         self.log(f"drained {d['backend']}/{d['server']} at haproxy ({left} sessions left)")
 
+    def drain_port(self, port):
+        """Refuse new connections to 127.0.0.1:PORT (and [::1]:PORT) from anyone but root (the
+        agent's own health checks still pass), then wait until none is left."""
+        rules = "\n".join([
+            f"table inet {DRAIN_TABLE}",
+            f"delete table inet {DRAIN_TABLE}",
+            f"table inet {DRAIN_TABLE} {{",
+            f"\tset ports {{ type inet_service; flags timeout; elements = {{ {port} timeout {DRAIN_TTL}s }}; }}",
+            "\tchain output {",
+            "\t\ttype filter hook output priority filter; policy accept;",
+            "\t\tmeta skuid != 0 ip daddr 127.0.0.1 tcp dport @ports ct state new reject with tcp reset",
+            "\t\tmeta skuid != 0 ip6 daddr ::1 tcp dport @ports ct state new reject with tcp reset",
+            "\t}",
+            "}", ""])
+        self.run([NFT, "-f", "-"], input=rules)
+        deadline = time.monotonic() + DRAIN_WAIT
+        while (left := port_connections(port)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.log(f"drained 127.0.0.1:{port}: new connections refused ({left} connections left)")
+
     def undrain(self, d):
+        if d["kind"] == "port":
+            code, output, _ = self.run([NFT, "delete", "table", "inet", DRAIN_TABLE], check=False)
+            if code != 0 and "No such file or directory" not in output:
+                raise AgentError(f"lifting the drain of 127.0.0.1:{d['port']} failed: {one_line(output)}")
+            self.log(f"127.0.0.1:{d['port']} takes new connections again")
+            return
         answer = self.redact(haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state ready"))
         if answer.strip():
             raise AgentError(f"haproxy refused to ready {d['backend']}/{d['server']}: {one_line(answer)}")
