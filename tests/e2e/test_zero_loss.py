@@ -41,13 +41,13 @@ from cryptography.x509.oid import NameOID
 
 from components.config import parse
 from components.render import render_host
+from components.render.agent import AGENT_PATH as AGENT, agent_zipapp
 from tests.conftest import ROOT
 from tests.e2e.load import ClientLoad, Target, https_get
 from tests.e2e.report import record
 
 pytestmark = pytest.mark.e2e
 
-AGENT = "/usr/local/lib/outpost/outpost-apply.py"
 DRIVER = "/root/zero-loss-driver.py"
 ROUNDS = int(os.environ.get("OUTPOST_ZERO_LOSS_ROUNDS", "20"))
 KINDS = ("caddy", "haproxy", "nginx")
@@ -170,8 +170,7 @@ def zvm(tmp_path_factory):
     machine = VM.start(state_dir=tmp_path_factory.mktemp("zero-loss-vm"), timeout=900)
     record("zero loss: boot VM to SSH", time.monotonic() - started, machine.info.get("accel", ""))
     try:
-        machine.ssh(f"install -d -m 0755 {Path(AGENT).parent} && cat > {AGENT}",
-                    input=(ROOT / "files" / "agent" / "outpost-apply.py").read_bytes())
+        machine.ssh(f"install -d -m 0755 {Path(AGENT).parent} && cat > {AGENT}", input=agent_zipapp())
         machine.ssh(f"cat > {DRIVER}", input=DRIVER_SOURCE.encode())
         yield machine
     finally:
