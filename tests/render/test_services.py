@@ -189,7 +189,8 @@ def test_local_image_is_built_first_and_fails_the_apply_before_replicas():
     assert [(u.unit, u.scope, u.enable, u.start) for u in m.units] == [
         ("hello@8000.service", "user:hello", False, True), ("hello@8001.service", "user:hello", False, True)]
     assert [u.to_json() for u in m.users] == [{"name": "hello", "home": "/home/hello", "linger": True,
-                                               "system": True, "purge": True}]  # outpost:purge: true
+                                               "system": True, "purge": True,
+                                               "key": "services.hello.user"}]  # outpost:purge: true
     unit = lines(files_of("local", "vm")["/home/hello/.config/systemd/user/hello-image.service"].content)
     assert "Type=oneshot" in unit and "RemainAfterExit=yes" in unit
     assert ("ExecStart=/bin/sh /home/hello/.config/outpost/hello-image.sh build localhost/outpost-demo:${TAG} "
@@ -513,3 +514,13 @@ def test_removal_keeps_data_unless_purge_is_asked_for():
     assert users({"web": web, "job": job}, purge=True) == {"web": True, "worker": True}
     assert all(u.get("purge") is not True for ms in rendered("prod").values() for m in ms
                for u in (x.to_json() for x in m.users))
+
+
+def test_the_agent_learns_which_user_a_service_runs_as_to_refuse_taking_one_over():
+    """A fixed user carries the key that names it; a DynamicUser= service's name goes to
+    `dynamic_users` (systemd would run it as an existing account of that name): the agent refuses
+    either when the host has such an account it did not create (outpost_agent/accounts.py)."""
+    fixed = manifest("edge-haproxy", "h1", "svc-api").to_json()
+    assert fixed["users"][0]["key"] == "services.api.user" and "dynamic_users" not in fixed
+    dynamic = manifest("edge-haproxy", "h1", "svc-httpd").to_json()
+    assert dynamic["users"] == [] and dynamic["dynamic_users"] == [{"name": "httpd", "key": "services.httpd.user"}]

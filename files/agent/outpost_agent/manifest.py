@@ -39,7 +39,7 @@ def load_manifest(text, name):
         raise AgentError("the manifest on stdin must be a JSON object")
     problems = []
     keys = ("format", "name", "packages", "users", "dirs", "files", "units", "validate", "restart",
-            "secret_values", "scratch")
+            "secret_values", "scratch", "dynamic_users")
     problems += [f"unknown key {k!r}" for k in sorted(set(m) - set(keys))]
     if m.get("format") != 1:
         problems.append(f"format must be 1, not {m.get('format')!r}")
@@ -61,6 +61,10 @@ def load_manifest(text, name):
             problems.append(f"packages: {p!r} is not a Debian package name")
     for i, u in enumerate(m["users"]):
         problems += check_user(u, f"users[{i}]")
+    for i, d in enumerate(m["dynamic_users"]):
+        if not (isinstance(d, dict) and isinstance(d.get("name"), str) and USER_RE.match(d["name"])
+                and set(d) <= {"name", "key"} and isinstance(d.get("key", ""), str)):
+            problems.append(f"dynamic_users[{i}]: needs a valid name (and optionally the key that sets it)")
     for i, d in enumerate(m["dirs"]):
         problems += check_owned(d, f"dirs[{i}]", "0755", ("path", "mode", "owner", "group"))
     for i, f in enumerate(m["files"]):
@@ -120,6 +124,8 @@ def check_user(u, where):
     u.setdefault("shell", NOLOGIN)
     u.setdefault("purge", False)
     problems = [f"{where}: purge must be true or false"] if not isinstance(u["purge"], bool) else []
+    if not isinstance(u.get("key", ""), str):
+        problems.append(f"{where}: key must be the stack key that names the user")
     return problems + check_path(u["home"], where)
 
 
