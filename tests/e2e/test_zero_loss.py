@@ -27,147 +27,47 @@ duplicated. `OUTPOST_ZERO_LOSS_ROUNDS` lowers ROUNDS for a quick local try.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from components.config import parse
-from components.render import render_host
 from components.render.agent import AGENT_PATH as AGENT, agent_zipapp
-from tests.conftest import ROOT
 from tests.e2e.load import ClientLoad, Target, https_get
 from tests.e2e.report import record
+from tests.e2e.backing import moto_server
+from tests.e2e.host_guards import (GUARD_BUCKET, GUARD_SECRETS, check_the_slowed_restore, refused_accounts,
+                                   secrets_quoted_by_validators, start_a_slowed_restore)
+from tests.e2e.zero_loss_stack import (BG, DRIVER, DRIVER_SOURCE, ZL, apply_step, certificates, figures,
+                                       keep_journal, manifests, run_steps)
 
 pytestmark = pytest.mark.e2e
 
-DRIVER = "/root/zero-loss-driver.py"
 ROUNDS = int(os.environ.get("OUTPOST_ZERO_LOSS_ROUNDS", "20"))
 KINDS = ("caddy", "haproxy", "nginx")
 OPERATIONS = ("switch", "route change", "rolling restart")
-DOMAIN = "outpost.localhost"
-ZL, BG = f"zl.{DOMAIN}", f"bg.{DOMAIN}"
 TABLE: list[tuple[str, str, dict]] = []   # (proxy, operation, figures) for the printed table
 
-# Runs in the VM: the steps (JSON on stdin) one after the other, each a run of the agent; stops
-# at the first failure; prints one JSON line per step.
-DRIVER_SOURCE = r'''
-import json, subprocess, sys, time, urllib.request
-AGENT = sys.argv[1]
-for step in json.load(sys.stdin):
-    started = time.monotonic()
-    if step["op"] == "apply":
-        argv, stdin = ["python3", AGENT, "apply", step["name"], step["token"]], step["manifest"]
-    elif step["op"] == "restart":
-        argv, stdin = ["python3", AGENT, "restart", step["name"]], ""
-    else:
-        argv, stdin = ["python3", AGENT, "switch", step["group"]], ""
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600)
-    result = {"step": step.get("label", step["op"]), "code": done.returncode,
-              "seconds": round(time.monotonic() - started, 2),
-              "summary": (done.stdout.strip().splitlines() or [""])[-1]}
-    if done.returncode:
-        result["stderr"] = done.stderr[-3000:]
-    elif step.get("check") == "bluegreen":
-        live = json.load(open("/var/lib/outpost/bluegreen/zlbg.json"))["port"]
-        with urllib.request.urlopen("http://127.0.2.1:8200/", timeout=10) as answer:
-            result["stable_address_reaches"] = json.load(answer)["port"]
-        result["live"] = int(live)
-    print(json.dumps(result), flush=True)
-    if done.returncode or result.get("stable_address_reaches", 0) != result.get("live", 0):
-        sys.exit(1)
-'''
+@pytest.fixture(scope="module")
+def guard_s3():
+    """moto's S3 server with the bucket of the slowed-restore test; the VM reaches it through
+    qemu's guest forward as http://10.0.2.100:9000."""
+    import boto3
+    with moto_server() as port:
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                              aws_access_key_id=GUARD_SECRETS["s3_key_id"],
+                              aws_secret_access_key=GUARD_SECRETS["s3_secret"])
+        client.create_bucket(Bucket=GUARD_BUCKET)
+        yield port
 
-
-# --- certificates: a stack CA and one certificate per hostname ----------------------------------
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def certificates() -> tuple[str, dict[str, str]]:
-    """(CA certificate PEM, secrets {tls:HOST.crt, tls:HOST.key}) as the resource layer fills them."""
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("outpost zero-loss CA")).issuer_name(_name("outpost zero-loss CA"))
-          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now)
-          .not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    secrets = {}
-    for serial, host in enumerate((ZL, BG), start=2):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(_name(host)).issuer_name(ca.subject)
-                .public_key(key.public_key()).serial_number(serial).not_valid_before(now)
-                .not_valid_after(now + datetime.timedelta(days=30))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        secrets[f"tls:{host}.crt"] = cert.public_bytes(serialization.Encoding.PEM).decode()
-        secrets[f"tls:{host}.key"] = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()).decode()
-    return ca.public_bytes(serialization.Encoding.PEM).decode(), secrets
-
-
-# --- the stack ------------------------------------------------------------------------------------
-
-def hello_service(ports: list[int], deploy: str, version: int, state: str) -> dict:
-    return {"hosts": ["vm"],
-            "process": {"exec": "/usr/bin/python3 /opt/zl/hello.py --port %i",
-                        "artifacts": {"/opt/zl/hello.py": "files/demo/hello.py"}},
-            "replicas": ports, "deploy": deploy, "state_directory": state,
-            "env": {"OUTPOST_IMAGE": f"{state}:{version}"},
-            "health": {"path": "/ready", "interval": "1s", "timeout": "3s", "retries": 60}}
-
-
-def manifests(vm, kind: str, zl: int = 1, bg: int = 1, extra_route: bool = False) -> dict:
-    routes = [{"host": ZL, "service": "zl"}, {"host": BG, "service": "zlbg"}]
-    if extra_route:
-        routes.append({"host": ZL, "path": "/extra", "service": "zlbg"})
-    config = {
-        "outpost:domain": DOMAIN,
-        "outpost:purge": True,
-        "outpost:admin": {"user": "admin", "ssh_keys": [vm.public_key], "private_key": "deploy_key"},
-        "outpost:hosts": {"vm": {"provider": "static", "address": "127.0.0.1", "port": vm.ssh_port,
-                                 "host_key": vm.host_key}},
-        "outpost:services": {"zl": hello_service([8100, 8101], "rolling", zl, "zl"),
-                             "zlbg": hello_service([8200, 8201], "blue-green", bg, "zlbg")},
-        "outpost:routes": routes,
-        "outpost:proxy": {"kind": kind, "tls": "internal"},
-        "outpost:secrets": {"deploy_key": None},
-    }
-    return {m.name: m for m in render_host(parse(config, "zero-loss"), "vm")}
-
-
-def apply_step(manifest, secrets: dict, label: str, check: str | None = None) -> dict:
-    step = {"op": "apply", "name": manifest.name, "token": manifest.digest(),
-            "manifest": manifest.encode(secrets), "label": label}
-    if check:
-        step["check"] = check
-    return step
-
-
-def run_steps(vm, steps: list[dict], timeout: float) -> list[dict]:
-    done = vm.ssh(f"python3 {DRIVER} {AGENT}", input=json.dumps(steps).encode(), check=False, timeout=timeout)
-    results = [json.loads(line) for line in done.stdout.decode().splitlines() if line.startswith("{")]
-    assert done.returncode == 0 and len(results) == len(steps), (
-        f"exit {done.returncode}; last step: {results[-1:] if results else None}\n{done.stderr.decode()[-2000:]}")
-    return results
-
-
-# --- the VM ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def zvm(tmp_path_factory):
+def zvm(tmp_path_factory, guard_s3):
     from tools.vm import VM
     started = time.monotonic()
-    machine = VM.start(state_dir=tmp_path_factory.mktemp("zero-loss-vm"), timeout=900)
+    machine = VM.start(state_dir=tmp_path_factory.mktemp("zero-loss-vm"), timeout=900, guestfwd_port=guard_s3)
     record("zero loss: boot VM to SSH", time.monotonic() - started, machine.info.get("accel", ""))
     try:
         machine.ssh(f"install -d -m 0755 {Path(AGENT).parent} && cat > {AGENT}", input=agent_zipapp())
@@ -200,26 +100,9 @@ def wait_for(check, what: str, timeout: float, interval: float = 0.5):
         time.sleep(interval)
 
 
-def keep_journal(vm, kind: str, since: float, load: ClientLoad) -> None:
-    """A failure's story in build/zero-loss-<kind>.log: every failure the clients saw (with the
-    time) and the proxy's and services' journal since the deploy."""
-    seconds = int(time.monotonic() - since) + 5
-    done = vm.ssh(f"journalctl --no-pager -o short-unix --since=-{seconds}s -u {kind}.service -u 'zl@*' -u 'zlbg@*'",
-                  check=False, timeout=300)
-    events = [f"{t} {phase}: {method} {host} {outcome}: {detail}" for phase, tally in load.tallies.items()
-              for t, method, host, outcome, detail in tally.events]
-    path = ROOT / "build" / f"zero-loss-{kind}.log"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("\n".join(["# failures the clients saw", *sorted(events), "", "# journal",
-                                done.stdout.decode(errors="replace")]))
-    print(f"failures and the journal: {path}")
-
-
-def figures(tally) -> dict:
-    return {"requests": tally.requests, "lost": tally.lost, "retried": tally.retried,
-            "duplicated": tally.duplicated, "slowest": round(tally.slowest, 2), "gets": tally.gets,
-            "posts": tally.posts, "idle closes": tally.reconnects, "redelivered": tally.redelivered,
-            "failures": dict(tally.failures)}
+def test_a_rootless_service_starts_waiting_for_a_slowed_restore(zvm):
+    """Loose end (a), first half: the waiting runs in the background while the proxies are tested."""
+    start_a_slowed_restore(zvm)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -302,3 +185,18 @@ def print_table() -> None:
     lines += [f"| {kind} | {op} | {r['requests']} | {r['lost']} | {r['retried']} | {r['duplicated']} | "
               f"{r['slowest']} | {r['idle closes']} |" for kind, op, r in TABLE]
     print("\n".join(lines))
+
+
+def test_the_rootless_service_waited_for_its_restore_without_a_timeout(zvm):
+    """Loose end (a), second half (tests/e2e/host_guards.py)."""
+    check_the_slowed_restore(zvm)
+
+
+def test_an_account_the_host_has_is_refused_one_it_lacks_is_not(zvm):
+    """Loose end (b) (tests/e2e/host_guards.py)."""
+    refused_accounts(zvm)
+
+
+def test_secrets_quoted_back_by_the_real_validators_stay_hidden(zvm):
+    """Loose end (c) (tests/e2e/host_guards.py)."""
+    secrets_quoted_by_validators(zvm)
