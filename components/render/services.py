@@ -255,16 +255,20 @@ def is_routed(stack: Stack, name: str) -> bool:
     return name in stack.routed_services
 
 
-def drain(stack: Stack, name: str, port: int) -> dict[str, Any] | None:
+def drain(stack: Stack, name: str, port: int, ports: list[int]) -> dict[str, Any] | None:
     """How the agent takes a routed replica out of the proxy's rotation before it restarts it:
     HAProxy through its admin socket (r<port> of backend <svc>); Caddy and nginx, which have no
-    runtime API for it, in the kernel: new connections to 127.0.0.1:<port> are refused (the proxy
-    tries another replica) until the replica is back (outpost_agent/restarts.py)."""
+    runtime API for it, in the kernel: their new connections to 127.0.0.1:<port> go to the next
+    replica's port (`to`) until the replica is back, so they never meet a refused connection
+    (outpost_agent/restarts.py). A lone replica has no sibling: its new connections are refused."""
     if not is_routed(stack, name):
         return None
     if stack.proxy.kind == "haproxy":
         return {"kind": "haproxy", "socket": HAPROXY_ADMIN_SOCKET, "backend": name, "server": f"r{port}"}
-    return {"kind": "port", "port": port}
+    others = [p for p in ports if p != port]
+    if not others:
+        return {"kind": "port", "port": port}
+    return {"kind": "port", "port": port, "to": ([p for p in ports if p > port] or others)[0]}
 
 
 def switch(stack: Stack, name: str) -> dict[str, Any] | None:
@@ -295,7 +299,8 @@ def service_group(stack: Stack, name: str, place: Place, parts: Parts,
         "group": name, "strategy": strategy, "scope": place.scope,
         "when": sorted(set(parts.restart_paths)),
         "instances": [{"unit": unit, "health": health_url(svc, port),
-                       "drain": drain(stack, name, port) if drains and port and strategy == "rolling" else None}
+                       "drain": drain(stack, name, port, [p for _, p in instances if p])
+                       if drains and port and strategy == "rolling" else None}
                       for unit, port in instances],
         "health": health_settings(svc),
     }

@@ -1,10 +1,10 @@
 """A rolling restart drains a replica in the kernel when the proxy has no runtime API to do it
-(Caddy, nginx): `drain: {kind: port, port: N}` (outpost_agent/restarts.py `drain_port`).
+(Caddy, nginx): `drain: {kind: port, port: N, to: M}` (outpost_agent/restarts.py `drain_port`).
 
-Offline: the agent's nft script and the order of its steps (refuse new connections, wait until
-nothing is connected, restart, lift the refusal); what counts as connected in /proc/net/tcp; the
-manifest check. The nft script itself runs in tests/validators/test_port_drain_nft.py, in a
-private network namespace."""
+Offline: the agent's nft script and the order of its steps (send new connections to the sibling,
+or refuse them without one; wait until nothing is connected; restart; lift the drain); what
+counts as connected in /proc/net/tcp; the manifest check. The nft scripts themselves run in
+tests/validators/test_port_drain_nft.py, in a private network namespace."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def test_connected_means_established_half_open_or_queued(tmp_path):
     assert health.port_connections(8100, (str(tcp),)) == 0
 
 
-def test_rolling_refuses_new_connections_waits_restarts_and_lifts_the_refusal(host, servers, monkeypatch):
+@pytest.mark.parametrize("to", [8001, None])
+def test_rolling_drains_waits_restarts_and_lifts_the_drain(host, servers, monkeypatch, to):
     agent, fake, _ = host
     seen = []                                           # what the host looked like when each step ran
     left = iter([3, 1, 0])
@@ -54,7 +55,7 @@ def test_rolling_refuses_new_connections_waits_restarts_and_lifts_the_refusal(ho
 
     agent.runner = recording
     doc = rolling_manifest([servers().url()])
-    doc["restart"][0]["instances"][0]["drain"] = {"kind": "port", "port": 8000}
+    doc["restart"][0]["instances"][0]["drain"] = {"kind": "port", "port": 8000, **({"to": to} if to else {})}
     apply(agent, doc)
     seen.clear()
     doc["files"][0]["content"] = "v2"
@@ -62,12 +63,19 @@ def test_rolling_refuses_new_connections_waits_restarts_and_lifts_the_refusal(ho
     assert [s[0] for s in seen] == ["nft", "connections", "connections", "connections", "restart", "nft"]
     script = seen[0][2]
     assert seen[0][1] == "-f -"
-    assert script.startswith("table inet outpost_drain\ndelete table inet outpost_drain\n")
+    family = "ip" if to else "inet"
+    assert script.startswith(f"table {family} outpost_drain\ndelete table {family} outpost_drain\n")
     assert "elements = { 8000 timeout 600s }" in script
-    assert "meta skuid != 0 ip daddr 127.0.0.1 tcp dport @ports ct state new reject with tcp reset" in script
-    assert "meta skuid != 0 ip6 daddr ::1 tcp dport @ports ct state new reject with tcp reset" in script
-    assert seen[-1] == ("nft", "delete table inet outpost_drain", None)
-    assert "drained 127.0.0.1:8000: new connections refused (0 connections left)" in agent.log_to.getvalue()
+    if to:   # the proxy's new connections go to the sibling: nothing for it to retry
+        assert "type nat hook output priority -100; policy accept;" in script
+        assert "meta skuid != 0 ip daddr 127.0.0.1 tcp dport @ports dnat to 127.0.0.1:8001" in script
+        assert "reject" not in script
+    else:    # a lone replica: refused, which a proxy passes on as an error
+        assert "meta skuid != 0 ip daddr 127.0.0.1 tcp dport @ports ct state new reject with tcp reset" in script
+        assert "meta skuid != 0 ip6 daddr ::1 tcp dport @ports ct state new reject with tcp reset" in script
+    assert seen[-1] == ("nft", f"delete table {family} outpost_drain", None)
+    how = "sent to 127.0.0.1:8001" if to else "refused"
+    assert f"drained 127.0.0.1:8000: new connections {how} (0 connections left)" in agent.log_to.getvalue()
 
 
 def test_the_wait_is_bounded(host, servers, monkeypatch):
@@ -79,11 +87,11 @@ def test_the_wait_is_bounded(host, servers, monkeypatch):
     original = fake.__call__
     agent.runner = lambda argv, **kw: (0, "", "") if argv[0] == "/usr/sbin/nft" else original(argv, **kw)
     doc = rolling_manifest([servers().url()])
-    doc["restart"][0]["instances"][0]["drain"] = {"kind": "port", "port": 8000}
+    doc["restart"][0]["instances"][0]["drain"] = {"kind": "port", "port": 8000, "to": 8001}
     apply(agent, doc)
     doc["files"][0]["content"] = "v2"
     assert apply(agent, doc).endswith("restarted: web(rolling)")
-    assert "drained 127.0.0.1:8000: new connections refused (5 connections left)" in agent.log_to.getvalue()
+    assert "drained 127.0.0.1:8000: new connections sent to 127.0.0.1:8001 (5 connections left)" in agent.log_to.getvalue()
 
 
 def test_lifting_a_refusal_that_is_gone_already_is_fine_another_failure_is_not(host):
@@ -95,7 +103,10 @@ def test_lifting_a_refusal_that_is_gone_already_is_fine_another_failure_is_not(h
         agent.undrain({"kind": "port", "port": 8000})
 
 
-@pytest.mark.parametrize("drain, ok", [({"kind": "port", "port": 8000}, True), ({"kind": "port", "port": 0}, False),
+@pytest.mark.parametrize("drain, ok", [({"kind": "port", "port": 8000}, True), ({"kind": "port", "port": 8000, "to": 8001}, True),
+                                       ({"kind": "port", "port": 0}, False), ({"kind": "port", "port": 8000, "to": 0}, False),
+                                       ({"kind": "port", "port": 8000, "to": "8001"}, False),
+                                       ({"kind": "port", "port": 8000, "via": 1}, False),
                                        ({"kind": "port", "port": "8000"}, False), ({"kind": "port", "port": True}, False),
                                        ({"kind": "port"}, False), ({"kind": "firewall", "port": 8000}, False)])
 def test_the_manifest_check_knows_the_port_drain(drain, ok):
@@ -105,5 +116,5 @@ def test_the_manifest_check_knows_the_port_drain(drain, ok):
     if ok:
         load_manifest(json.dumps(doc), "svc-demo")
     else:
-        with pytest.raises(AgentError, match=r"drain must be \{kind: haproxy, socket, backend, server\} or \{kind: port, port\}"):
+        with pytest.raises(AgentError, match=r"drain must be \{kind: haproxy, socket, backend, server\} or \{kind: port, port, to\}"):
             load_manifest(json.dumps(doc), "svc-demo")

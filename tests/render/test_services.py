@@ -315,10 +315,15 @@ def test_rootful_container_with_haproxy_drain():
 
 
 def test_replicas_behind_caddy_or_nginx_are_drained_in_the_kernel():
-    """No runtime API to drain at: the agent refuses new connections to the port instead."""
+    """No runtime API to drain at: the agent sends the proxy's new connections for a replica to
+    the next one (the last to the first) while it restarts."""
     m = manifest("local", "vm", "svc-hello")
     group = next(g for g in m.restart if g["group"] == "hello")
-    assert [i["drain"] for i in group["instances"]] == [{"kind": "port", "port": 8000}, {"kind": "port", "port": 8001}]
+    assert [i["drain"] for i in group["instances"]] == [{"kind": "port", "port": 8000, "to": 8001},
+                                                        {"kind": "port", "port": 8001, "to": 8000}]
+    three = manifest("test", "web1", "svc-kollektivkart")
+    group = next(g for g in three.restart if g["group"] == "kollektivkart")
+    assert [(i["drain"]["port"], i["drain"].get("to")) for i in group["instances"]] == [(8000, 8001), (8001, 8000)]
 
 
 def test_rootful_job_has_on_success_in_its_quadlet():

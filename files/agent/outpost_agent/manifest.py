@@ -201,10 +201,11 @@ def check_instance(inst, where):
     drain = inst["drain"]
     haproxy = isinstance(drain, dict) and drain.get("kind") == "haproxy" \
         and all(isinstance(drain.get(k), str) and drain[k] for k in ("socket", "backend", "server"))
-    port = isinstance(drain, dict) and drain.get("kind") == "port" and isinstance(drain.get("port"), int) \
-        and not isinstance(drain["port"], bool) and 1 <= drain["port"] <= 65535
+    port = isinstance(drain, dict) and drain.get("kind") == "port" and set(drain) <= {"kind", "port", "to"} \
+        and all(isinstance(drain.get(k), int) and not isinstance(drain[k], bool) and 1 <= drain[k] <= 65535
+                for k in ("port", "to") if k in drain or k == "port")
     if drain is not None and not (haproxy or port):
-        problems.append(f"{where}: drain must be {{kind: haproxy, socket, backend, server}} or {{kind: port, port}}")
+        problems.append(f"{where}: drain must be {{kind: haproxy, socket, backend, server}} or {{kind: port, port, to}}")
     return problems
 
 
