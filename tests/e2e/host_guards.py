@@ -125,7 +125,8 @@ def refused_accounts(vm) -> None:
     assert code == 0, said
     wait_for(lambda: sh(vm, "systemctl is-active postgres.service", check=False).strip() == "active",
              "postgres.service runs as its dynamic user", 120)
-    assert sh(vm, "ps -o user= -C sleep").split() == ["postgres"]
+    pid = sh(vm, "systemctl show -P MainPID postgres.service").strip()
+    assert sh(vm, f"ps -o user= -p {pid}").split() == ["postgres"]      # systemd's dynamic user of that name
     code, said = agent("apply", ms["svc-mysql"])
     assert code == 1, said
     assert "user mysql already exists on this host and outpost did not create it" in said, said

@@ -78,7 +78,6 @@ def test_caddy_load_balancing_retries_and_health():
     assert "\tlb_retries" not in caddyfile      # it would end lb_try_duration's wait after 3 tries
     for line in ("lb_policy round_robin", "lb_try_duration 15s", "lb_try_interval 250ms",
                  "health_uri /ready", "health_interval 2s", "health_timeout 1s", "health_status 200",
-                 "health_uri /health", "health_interval 500ms", "health_timeout 250ms",
                  "fail_duration 2s", "dial_timeout 3s", "encode zstd gzip",
                  "output file /var/log/caddy/access.log", "grace_period 30s"):
         assert f"\t{line}\n" in caddyfile, line
@@ -131,7 +130,9 @@ def test_caddy_bluegreen_dials_the_stable_address_without_keepalive():
     caddyfile = main_config("caddy-internal")
     assert "import /etc/outpost/proxy/live" not in caddyfile
     block = caddyfile.split("\t\t\tto 127.0.2.1:20000\n")[1].split("\n\t\t}\n")[0]
-    assert "health_uri /health" in block and "\t\t\t\tkeepalive off\n" in block
+    assert "\t\t\t\tkeepalive off\n" in block
+    # one upstream: no health check or passive marking could route elsewhere, only answer 503
+    assert "health_uri" not in block and "fail_duration" not in block and "max_fails" not in block
     assert caddyfile.count("keepalive off") == caddyfile.count("reverse_proxy {")
 
 
@@ -234,9 +235,9 @@ def test_haproxy_routes_longest_path_first_then_host():
 
 def test_haproxy_bluegreen_backend_dials_the_stable_address_per_request():
     cfg = main_config("haproxy-internal")
-    backend = cfg.split("backend peerbook\n")[1]
+    backend = cfg.split("\nbackend peerbook\n")[-1]
     assert "\toption http-server-close\n" in backend and "\tserver r20000 127.0.2.1:20000\n" in backend
-    assert "option httpchk GET /health HTTP/1.1" in backend and "inter 500ms" in backend
+    assert "option httpchk" not in backend and "default-server check" not in backend   # one server: no checks
     assert "bluegreen_" not in cfg and "%[str(" not in cfg
     assert cfg.count("option http-server-close") == 1          # replicas keep their server connections
     dropin = files_of("haproxy-internal")[proxy.HAPROXY_DROPIN].content
