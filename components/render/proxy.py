@@ -1,6 +1,7 @@
 """The reverse proxy of one host: Caddy, HAProxy or nginx configuration from one route list.
 
-Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates/proxy/`.
+Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates/proxy/` and the
+reload tool in `files/proxy/`.
 `render_proxy(spec)` returns every file the proxy needs on the host:
 
 - the main configuration (`/etc/caddy/Caddyfile`, `/etc/haproxy/haproxy.cfg` or
@@ -32,15 +33,18 @@ No deploy drops a request (docs/zero-loss.md has the races and what closes each,
   nginx close idle client connections on every reload. The proxy opens a new connection to a
   blue-green upstream for every request, so the first request after a switch meets the new slot.
   The proxy unit loads every switch file before it starts (`BLUEGREEN_RULES`) and drops the table
-  when it stops. Before the first switch the stable address leads nowhere (502/503).
+  when it stops. Before the first switch nothing points the stable address anywhere (a service
+  that listens on all addresses answers it from its blue slot, one bound to 127.0.0.1 refuses).
 - A reload (a route change, new certificates) never closes a client connection under a request:
   HAProxy keeps idle client connections through its soft stop and answers the next request on
   each with `Connection: close` (`option idle-close-on-response`); Caddy and nginx reload through
   `outpost-proxy-reload` (files/proxy/outpost-proxy-reload.py), which first raises `DRAIN_FLAG`,
   which makes them answer every request with `Connection: close`, and waits until each client
-  connection open before it has ended, at most the client keep-alive timeout (`CLIENT_IDLE`).
+  connection open before it has ended, at most the client keep-alive timeout (`CLIENT_IDLE_MS`).
 - Caddy and nginx open a new connection to a replica for each request (no upstream keep-alive):
-  a replica that stops never closes a pooled connection the proxy is about to send on.
+  a replica that stops never closes a pooled connection the proxy is about to send on; before
+  it stops, the agent sends their new connections for it to a sibling (components/render/
+  services.py `drain`, outpost_agent/restarts.py), so none meets its closing socket.
 
 Every name that reaches a configuration is validated against a strict pattern here (ValueError),
 and the template environment refuses to print anything that is not a plain token.
