@@ -604,6 +604,8 @@ def finish(manifest: Manifest, parts: Parts, groups: list[dict[str, Any]]) -> Ma
                          "at a path outpost writes for this service itself?)")
     manifest.units = parts.units
     manifest.restart = groups
+    if any((i.get("drain") or {}).get("kind") == "port" for g in groups for i in g["instances"]):
+        manifest.packages = sorted({*manifest.packages, "nftables"})   # the agent drains with nft
     return manifest
 
 

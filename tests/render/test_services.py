@@ -321,6 +321,7 @@ def test_replicas_behind_caddy_or_nginx_are_drained_in_the_kernel():
     group = next(g for g in m.restart if g["group"] == "hello")
     assert [i["drain"] for i in group["instances"]] == [{"kind": "port", "port": 8000, "to": 8001},
                                                         {"kind": "port", "port": 8001, "to": 8000}]
+    assert "nftables" in m.packages                    # what the agent drains with
     three = manifest("test", "web1", "svc-kollektivkart")
     group = next(g for g in three.restart if g["group"] == "kollektivkart")
     assert [(i["drain"]["port"], i["drain"].get("to")) for i in group["instances"]] == [(8000, 8001), (8001, 8000)]
