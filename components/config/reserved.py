@@ -16,23 +16,27 @@ RESERVED_NAMES = frozenset({
 })
 RESERVED_PREFIXES = ("systemd-", "outpost-", "user-", "podman-")
 
-# Accounts a Debian host (12/13) has or gets from the packages outpost installs: base-passwd's
-# static users, the system users of systemd, OpenSSH, podman, the proxies and common daemons.
-# A service may not run as one of them, and the admin may not be one either (root above all).
+# Accounts every outpost host has, refused before anything runs: Debian's base-passwd users and
+# groups (`useradd --user-group` needs the group name free too), the accounts systemd and OpenSSH
+# create, the users of the three proxies (a stack may switch proxy kind on its hosts) and outpost's
+# admin. A service may not run as one of them, and the admin may not be one either.
+# Any other name (postgres, mysql, redis, ...) is a real account on some hosts and not on others:
+# the agent refuses at apply time to take over an account it did not create, naming the service's
+# `user:` key (files/agent: ensure_users), so a host without it is no reason to refuse.
 SYSTEM_ACCOUNTS = frozenset({
-    # base-passwd
+    # base-passwd: users
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
-    "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup",
-    # systemd and its helpers
+    "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt",
+    # base-passwd: groups
+    "adm", "tty", "disk", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo",
+    "audio", "dip", "operator", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff",
+    "users", "nogroup",
+    # systemd (sysusers), udev, dbus, OpenSSH, cron
     "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-journal",
-    "systemd-journal-remote", "systemd-coredump", "systemd-oom", "messagebus", "polkitd",
-    # what outpost and its packages bring
-    "sshd", "caddy", "haproxy", "nginx", "containers", "dnsmasq", "tss", "uuidd", "tcpdump",
-    "avahi", "avahi-autoipd", "colord", "statd", "postfix", "ntp", "ntpsec", "chrony", "unbound",
-    "redis", "postgres", "mysql", "sudo", "admin", "operator", "adm", "staff", "users", "wheel",
-    "shadow", "utmp", "tty", "disk", "kmem", "dialout", "cdrom", "floppy", "audio", "video",
-    "plugdev", "netdev", "input", "render", "sgx", "kvm", "ssh", "crontab", "src", "voice", "fax",
-    "tape", "sasl", "debian", "ubuntu", "cloud-user", "systemd-timesyncd",
+    "systemd-journal-remote", "systemd-coredump", "systemd-oom", "messagebus", "input", "kvm",
+    "render", "sgx", "netdev", "sshd", "_ssh", "ssh", "crontab",
+    # the proxies, and outpost's own admin
+    "caddy", "haproxy", "nginx", "admin",
 })
 
 # Where a file from `secret_files` or `artifacts` may never go: root's own controls (sudo, sshd,

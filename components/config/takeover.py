@@ -62,7 +62,7 @@ def _accounts(stack: Stack) -> Iterator[Problem]:
         if user == admin:
             yield where, f"{what} {user!r} is the admin user; a service runs as an account of its own"
         elif user in SYSTEM_ACCOUNTS:
-            yield where, (f"{what} {user!r} is an existing system account (see SYSTEM_ACCOUNTS in "
+            yield where, (f"{what} {user!r} is a system account every host has (see SYSTEM_ACCOUNTS in "
                           "components/config/reserved.py); outpost would take it over: give the service a user: of its own")
 
 

@@ -79,10 +79,11 @@ class User:
     linger: bool = True
     system: bool = True
     purge: bool = False   # removal deletes the user and its home; by default both are kept
+    key: str | None = None   # the stack key that names it: the agent's error when it would take over an account
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "home": self.home, "linger": self.linger, "system": self.system,
-                **({"purge": True} if self.purge else {})}
+                **({"purge": True} if self.purge else {}), **({"key": self.key} if self.key else {})}
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ class Manifest:
     # What the manifest's own programs create on the host (a fetched binary, a cache), under
     # /usr/local/lib/outpost/ or /var/cache/outpost-*: removed with the last manifest listing it.
     scratch: list[str] = field(default_factory=list)
+    # The users DynamicUser= services run as ({"name", "key"}): systemd would run them as an
+    # existing account of that name, so the agent refuses when the host has one.
+    dynamic_users: list[dict[str, str]] = field(default_factory=list)
     # What plan.json / `make diff` say this manifest restarts, e.g. {"kollektivkart": "rolling"}.
     restarts: dict[str, str] = field(default_factory=dict)
     # What plan.json / `make diff` say this manifest restores: [{"backup", "restore" (auto |
@@ -139,6 +143,7 @@ class Manifest:
             "validate": self.validate,
             "restart": self.restart,
             **({"scratch": sorted(set(self.scratch))} if self.scratch else {}),
+            **({"dynamic_users": self.dynamic_users} if self.dynamic_users else {}),
         }
 
     def encode(self, secrets: dict[str, str] | None = None) -> str:

@@ -1,15 +1,17 @@
 """The reverse proxy of one host: Caddy, HAProxy or nginx configuration from one route list.
 
-Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates/proxy/`.
+Pure: no Pulumi, no I/O besides reading the Jinja2 templates in `files/templates/proxy/` and the
+reload tool in `files/proxy/`.
 `render_proxy(spec)` returns every file the proxy needs on the host:
 
 - the main configuration (`/etc/caddy/Caddyfile`, `/etc/haproxy/haproxy.cfg` or
   `/etc/nginx/nginx.conf`, replacing the Debian package's default),
-- for HAProxy, a systemd drop-in that also loads the blue-green directory `LIVE_DIR` and keeps
-  the master CLI socket root's alone,
-- for Caddy, a systemd drop-in that gives it `/run/caddy` (0700, caddy's) for its admin API,
-  which listens on the unix socket `CADDY_ADMIN_SOCKET` only, never on TCP (where any local
-  process, a service user's too, could replace the configuration); reloads go through it,
+- a systemd drop-in: for HAProxy it keeps the master CLI socket root's alone; for Caddy it gives
+  it `/run/caddy` (0700, caddy's) for its admin API, which listens on the unix socket
+  `CADDY_ADMIN_SOCKET` only, never on TCP (where any local process, a service user's too, could
+  replace the configuration), and reloads go through it; for Caddy and nginx the reload runs
+  through `RELOAD_TOOL`; with blue-green upstreams it loads and drops their DNAT rules,
+- for Caddy and nginx, `RELOAD_TOOL`; with blue-green upstreams, `BLUEGREEN_RULES`,
 - for tls `acme-dns`, `internal` and `files`, one certificate and key per hostname under
   `TLS_DIR` as `<secret:tls:HOST.crt>` / `<secret:tls:HOST.key>` placeholders: HOST.crt and
   HOST.key for nginx, one HOST.pem bundle for HAProxy and Caddy (see `certificate_files`),
@@ -22,11 +24,27 @@ replica, so a rolling restart loses no request. HAProxy exposes its admin socket
 (`HAPROXY_ADMIN_SOCKET`, 0660 root:haproxy in the haproxy-only /run/haproxy) so the agent can
 drain `BACKEND/r<port>` (backend = service name). Local control sockets are for root and the proxy.
 
-Blue-green upstreams name their live slot in a small switch file (`bluegreen_switch`) that the
-main configuration includes and the on-host agent rewrites (`bluegreen_switch_template`) before
-reloading the proxy. The includes tolerate a missing switch file (first deploy): that route
-answers an error (Caddy 503, nginx 502, HAProxy 404) until the agent writes it. The switch file
-is never part of `render_proxy` (the agent owns it; a manifest would reset the live slot).
+No deploy drops a request (docs/zero-loss.md has the races and what closes each, per proxy):
+
+- Blue-green upstreams are reached at a stable local address, `STABLE_ADDRESS:<blue port>`, in
+  every proxy; an nftables DNAT rule in table `ip outpost_bluegreen` (one chain per service, the
+  switch file `bluegreen_switch`, loaded with `nft -f`) sends new connections there to the live
+  slot, and established ones keep theirs (conntrack). A switch never touches the proxy: Caddy and
+  nginx close idle client connections on every reload. The proxy opens a new connection to a
+  blue-green upstream for every request, so the first request after a switch meets the new slot.
+  The proxy unit loads every switch file before it starts (`BLUEGREEN_RULES`) and drops the table
+  when it stops. Before the first switch nothing points the stable address anywhere (a service
+  that listens on all addresses answers it from its blue slot, one bound to 127.0.0.1 refuses).
+- A reload (a route change, new certificates) never closes a client connection under a request:
+  HAProxy keeps idle client connections through its soft stop and answers the next request on
+  each with `Connection: close` (`option idle-close-on-response`); Caddy and nginx reload through
+  `outpost-proxy-reload` (files/proxy/outpost-proxy-reload.py), which first raises `DRAIN_FLAG`,
+  which makes them answer every request with `Connection: close`, and waits until each client
+  connection open before it has ended, at most the client keep-alive timeout (`CLIENT_IDLE_MS`).
+- Caddy and nginx open a new connection to a replica for each request (no upstream keep-alive):
+  a replica that stops never closes a pooled connection the proxy is about to send on; before
+  it stops, the agent sends their new connections for it to a sibling (components/render/
+  services.py `drain`, outpost_agent/restarts.py), so none meets its closing socket.
 
 Every name that reaches a configuration is validated against a strict pattern here (ValueError),
 and the template environment refuses to print anything that is not a plain token.
@@ -47,17 +65,31 @@ CERT_FILE_MODES = ("acme-dns", "internal", "files")  # certificates issued by ou
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "files" / "templates" / "proxy"
 TLS_DIR = "/etc/outpost/tls"
-LIVE_DIR = "/etc/outpost/proxy/live"  # blue-green switch files; HAProxy loads every *.cfg here
+LIVE_DIR = "/etc/outpost/proxy/live"  # blue-green switch files (nft rules), written by the agent
 HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
 HAPROXY_MASTER_SOCKET = "/run/haproxy-master.sock"
 CADDY_DROPIN = "/etc/systemd/system/caddy.service.d/outpost.conf"
 CADDY_ADMIN_DIR = "/run/caddy"            # RuntimeDirectory=caddy, 0700: root and caddy only
 CADDY_ADMIN_SOCKET = f"{CADDY_ADMIN_DIR}/admin.sock"
 HAPROXY_DROPIN = "/etc/systemd/system/haproxy.service.d/outpost.conf"
+DROPIN = {"caddy": CADDY_DROPIN, "haproxy": HAPROXY_DROPIN,
+          "nginx": "/etc/systemd/system/nginx.service.d/outpost.conf"}
+# Blue-green: the proxy reaches service S at STABLE_ADDRESS:<S's blue port>; DNAT sends new
+# connections to the live slot. A loopback address nothing listens on (127.0.1.1 is Debian's
+# hostname address, 127.0.0.53/54 systemd-resolved's).
+STABLE_ADDRESS = "127.0.2.1"
+BLUEGREEN_TABLE = "outpost_bluegreen"       # family ip
+BLUEGREEN_RULES = "/etc/outpost/proxy/bluegreen.nft"   # includes every switch file in LIVE_DIR
+NFT = "/usr/sbin/nft"
+# Reloads of Caddy and nginx: drain client connections first (files/proxy/outpost-proxy-reload.py).
+RELOAD_TOOL = "/usr/local/lib/outpost/outpost-proxy-reload"
+RELOAD_TOOL_SOURCE = Path(__file__).resolve().parent.parent.parent / "files" / "proxy" / "outpost-proxy-reload.py"
+DRAIN_FLAG = "/run/outpost-proxy/drain"   # while it exists, Caddy and nginx answer Connection: close
+CLIENT_IDLE_MS = 10_000                   # every proxy closes a client connection idle this long
+CLIENT_PORTS = "80,443"
 MAIN_CONFIG = {"caddy": "/etc/caddy/Caddyfile", "haproxy": "/etc/haproxy/haproxy.cfg",
                "nginx": "/etc/nginx/nginx.conf"}
 PACKAGES = {"caddy": ["caddy"], "haproxy": ["haproxy"], "nginx": ["nginx"]}
-SWITCH_SUFFIX = {"caddy": "caddy", "haproxy": "cfg", "nginx": "nginx"}
 PORT_PLACEHOLDER = "{port}"
 ACME_CA_ROOT = f"{TLS_DIR}/acme-ca-root.pem"
 
@@ -251,27 +283,14 @@ def tls_paths(host: str, root: str = "") -> dict[str, str]:
 
 
 def switch_path(kind: str, service: str, root: str = "") -> str:
-    return f"{root}{LIVE_DIR}/{check_service(service)}.{SWITCH_SUFFIX[check_kind(kind)]}"
+    """The blue-green switch file of SERVICE: the same nftables rule whichever proxy runs."""
+    check_kind(kind)
+    return f"{root}{LIVE_DIR}/{check_service(service)}.nft"
 
 
-def switch_include(kind: str, service: str, root: str = "") -> str:
-    """The pattern the main config includes: a glob, so a missing switch file is not an error.
-
-    Caddy globs allow one '*' only; service names have no '.', so `svc.caddy*` matches no other
-    service's file. nginx matches the exact name through a one-letter character class.
-    """
-    path = switch_path(kind, service, root)
-    if kind == "caddy":
-        return path + "*"
-    if kind == "nginx":
-        return f"{path[:-1]}[{path[-1]}]"
-    return path
-
-
-def haproxy_backend(up: Upstream) -> str:
-    """Backend name: the service name (agent drains BACKEND/r<port>); blue-green ones prefixed
-    with `bluegreen_` (no service name has '_') so a stale switch file can never clash."""
-    return f"bluegreen_{up.service}" if up.bluegreen else up.service
+def stable_address(up: Upstream) -> str:
+    """Where the proxy reaches a blue-green upstream: STABLE_ADDRESS on the blue slot's port."""
+    return f"{STABLE_ADDRESS}:{up.ports[0]}"
 
 
 # --- templates --------------------------------------------------------------------------------
@@ -294,10 +313,11 @@ def _render(name: str, **context: object) -> str:
 def _upstream_context(kind: str, up: Upstream, root: str) -> dict[str, object]:
     return {
         "service": up.service,
-        "backend": haproxy_backend(up),
-        "ports": list(up.ports),
+        "backend": up.service,
+        # (name, address) of each server: the replicas, or a blue-green service's stable address
+        "servers": [(f"r{up.ports[0]}", stable_address(up))] if up.bluegreen
+        else [(f"r{port}", f"127.0.0.1:{port}") for port in up.ports],
         "bluegreen": up.bluegreen,
-        "include": switch_include(kind, up.service, root) if up.bluegreen else "",
         "health_path": up.health_path or "",
         "interval": format_duration(duration_ms(up.health_interval)),
         "timeout": format_duration(duration_ms(up.health_timeout)),
@@ -340,7 +360,21 @@ def _context(spec: ProxySpec, root: str) -> dict[str, object]:
         "master_socket": HAPROXY_MASTER_SOCKET,
         "caddy_admin": f"unix/{root}{CADDY_ADMIN_SOCKET}",
         "main_config": f"{root}{MAIN_CONFIG[spec.kind]}",
+        "bluegreen_rules": f"{root}{BLUEGREEN_RULES}" if bluegreen_upstreams(spec) else "",
+        "nft": NFT,
+        "bluegreen_table": BLUEGREEN_TABLE,
+        "reload_tool": f"{root}{RELOAD_TOOL}",
+        "drain_flag": f"{root}{DRAIN_FLAG}",
+        "drain_dir": f"{root}{Path(DRAIN_FLAG).parent}",
+        "drain_name": Path(DRAIN_FLAG).name,
+        "client_idle": format_duration(CLIENT_IDLE_MS),
+        "drain_limit": format_duration(CLIENT_IDLE_MS + 1000).removesuffix("s"),
+        "client_ports": CLIENT_PORTS,
     }
+
+
+def bluegreen_upstreams(spec: ProxySpec) -> list[Upstream]:
+    return sorted({r.upstream for r in spec.routes if r.upstream.bluegreen}, key=lambda u: u.service)
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -356,11 +390,12 @@ def render_proxy(spec: ProxySpec, *, root: str = "") -> list[File]:
     check_root(root)
     ctx = _context(spec, root)
     main = MAIN_CONFIG[spec.kind]
-    files = [File(f"{root}{main}", _render(f"{spec.kind}/{Path(main).name}.j2", **ctx))]
-    if spec.kind == "haproxy":
-        files.append(File(f"{root}{HAPROXY_DROPIN}", _render("haproxy/outpost.conf.j2", **ctx)))
-    if spec.kind == "caddy":
-        files.append(File(f"{root}{CADDY_DROPIN}", _render("caddy/outpost.conf.j2", **ctx)))
+    files = [File(f"{root}{main}", _render(f"{spec.kind}/{Path(main).name}.j2", **ctx)),
+             File(f"{root}{DROPIN[spec.kind]}", _render(f"{spec.kind}/outpost.conf.j2", **ctx))]
+    if spec.kind in ("caddy", "nginx"):
+        files.append(File(f"{root}{RELOAD_TOOL}", RELOAD_TOOL_SOURCE.read_text(), mode="0755"))
+    if bluegreen_upstreams(spec):
+        files.append(File(f"{root}{BLUEGREEN_RULES}", _render("bluegreen.nft.j2", **ctx)))
     if spec.tls in CERT_FILE_MODES:
         files += certificate_files(spec.kind, sorted({r.host for r in spec.routes}), root=root)
     if spec.acme_ca_root:
@@ -388,8 +423,8 @@ def certificate_files(kind: str, hosts: list[str], *, root: str = "") -> list[Fi
 
 
 def proxy_dirs(spec: ProxySpec, *, root: str = "") -> list[Dir]:
-    """Directories the configuration expects: the blue-green LIVE_DIR (HAProxy loads it with -f,
-    so it must exist even when empty) and TLS_DIR when certificates are shipped as files."""
+    """Directories the proxy side needs: LIVE_DIR, where the agent writes blue-green switch files
+    (and BLUEGREEN_RULES includes them from), and TLS_DIR when certificates are shipped as files."""
     check_spec(spec)
     check_root(root)
     dirs = [Dir(f"{root}{LIVE_DIR}")]
@@ -399,18 +434,27 @@ def proxy_dirs(spec: ProxySpec, *, root: str = "") -> list[Dir]:
 
 
 def bluegreen_switch_template(kind: str, upstream: Upstream, *, root: str = "") -> tuple[str, str]:
-    """(path, template) of a blue-green upstream's switch file; the agent writes
-    `template.replace("{port}", str(port))` (the template has no other braces) and reloads."""
+    """(path, template) of a blue-green upstream's switch file, the same for every proxy: an nft
+    script that points the stable address at the live slot; the agent writes
+    `template.replace("{port}", str(port))` and runs `switch_argv` (no proxy reload)."""
     check_kind(kind)
     check_upstream(upstream)
     check_root(root)
     if not upstream.bluegreen:
         raise ValueError(f"service {upstream.service} is not blue-green")
-    ctx = _upstream_context(kind, upstream, root)
-    text = _render(f"{kind}/switch.j2", up=ctx, port=PORT_PLACEHOLDER)
-    rest = text.replace(PORT_PLACEHOLDER, "")
-    assert "{" not in rest and "}" not in rest, "a switch template has no braces but {port}"
+    text = _render("bluegreen-switch.nft.j2", service=upstream.service, table=BLUEGREEN_TABLE,
+                   address=STABLE_ADDRESS, port=upstream.ports[0], live=PORT_PLACEHOLDER)
     return switch_path(kind, upstream.service, root), text
+
+
+def switch_argv(path: str) -> list[str]:
+    """Load a switch file: one nft transaction, so the rule is replaced atomically."""
+    return [NFT, "-f", path]
+
+
+def switch_validate_argv(path: str) -> list[str]:
+    """Check a staged switch file against the running ruleset without applying it."""
+    return [NFT, "-c", "-f", f"{{staged:{path}}}"]
 
 
 def bluegreen_switch(kind: str, upstream: Upstream, port: int, *, root: str = "") -> File:
@@ -429,7 +473,7 @@ def validate_argv(kind: str, staged_main_config_path: str, *, root: str = "") ->
     if kind == "caddy":
         return ["caddy", "validate", "--adapter", "caddyfile", "--config", path]
     if kind == "haproxy":
-        return ["haproxy", "-c", "-f", path, "-f", f"{root}{LIVE_DIR}"]
+        return ["haproxy", "-c", "-f", path]
     return ["nginx", "-t", "-c", path]
 
 
@@ -442,5 +486,5 @@ def reload_argv(kind: str) -> list[str]:
     return ["systemctl", "reload", proxy_unit(kind)]
 
 
-def proxy_packages(kind: str) -> list[str]:
-    return list(PACKAGES[check_kind(kind)])
+def proxy_packages(kind: str, bluegreen: bool = False) -> list[str]:
+    return list(PACKAGES[check_kind(kind)]) + (["nftables"] if bluegreen else [])

@@ -16,7 +16,10 @@ Pure, like the rest of the render layer. `backups.py` adds these to the `backup-
   `After=` the restore unit, so a failed restore keeps the service down, on every boot.
 * `<home>/.config/systemd/user/<unit>.d/outpost-restore-<name>.conf` — a rootless container's
   units live in its user's manager, which cannot depend on system units: an `ExecStartPre=` waits
-  (bounded, WAIT_SECONDS) for the marker the restore unit writes.
+  (bounded, WAIT_SECONDS by the clock) for the marker the restore unit writes. The wait counts
+  against the unit's start timeout (120 s for a container, 90 s by default), so the drop-in
+  raises that to WAIT_SECONDS plus the container's own start time; a oneshot job keeps its
+  unlimited one.
 * The users of those services, as their own manifests declare them: the restore chowns what it
   restored to the one service user the path belongs to (restic restores numeric ids; a fresh host
   may have given the user another uid), so the user must exist before the service's own manifest
@@ -33,7 +36,7 @@ import shlex
 
 from ..config.model import Backup, Stack
 from .manifest import File, Unit, User
-from .services import container_place, home, service_manifest
+from .services import CONTAINER_START_TIMEOUT, container_place, home, service_manifest
 from .systemd import exec_line, exec_word, unit_text
 
 UNIT_DIR = "/etc/systemd/system"
@@ -181,15 +184,19 @@ def system_dropin(name: str, svc_name: str) -> str:
             f"[Unit]\nRequires={unit}\nAfter={unit}\n")
 
 
-def user_dropin(name: str, svc_name: str) -> str:
+def user_dropin(name: str, svc_name: str, oneshot: bool) -> str:
     done = marker(name)
-    script = (f"i=0; while [ ! -e {shlex.quote(done)} ]; do i=$((i+1)); if [ $i -gt {WAIT_SECONDS} ]; then "
+    script = (f"end=$(($(date +%s) + {WAIT_SECONDS})); while [ ! -e {shlex.quote(done)} ]; do "
+              f"if [ $(date +%s) -ge $end ]; then "
               f"echo 'backup {name} has not restored (or found nothing to restore) within {WAIT_SECONDS}s: "
               f"see journalctl -u {restore_unit_name(name)}' >&2; exit 1; fi; sleep 1; done")
+    # The wait is part of the start: without this, systemd would cut it short after the unit's
+    # TimeoutStartSec= (a oneshot's start timeout is unlimited already).
+    timeout = "" if oneshot else f"TimeoutStartSec={WAIT_SECONDS + CONTAINER_START_TIMEOUT + 60}\n"
     return (f"# Managed by outpost: {svc_name} runs in its user's manager, which cannot depend on the\n"
             f"# system unit {restore_unit_name(name)}: it waits (at most {WAIT_SECONDS}s) for the marker\n"
             "# that unit writes once the data is restored (or there was nothing to restore).\n"
-            f"[Service]\nExecStartPre=/bin/sh -c {exec_word(script)}\n")
+            f"[Service]\nExecStartPre=/bin/sh -c {exec_word(script)}\n{timeout}")
 
 
 def dropins(stack: Stack, name: str) -> list[File]:
@@ -202,7 +209,7 @@ def dropins(stack: Stack, name: str) -> list[File]:
             user = scope.split(":", 1)[1]
             place = container_place(stack, svc)
             files.append(File(f"{place.unit_dir}/{unit_file}.d/outpost-restore-{name}.conf",
-                              user_dropin(name, svc), "0644", user, user))
+                              user_dropin(name, svc, stack.services[svc].is_job), "0644", user, user))
     return files
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..config.model import TLS_WILDCARD_MODES, Stack, covering_wildcard
 from ..config.timespan import parse_timespan
 from .manifest import Dir, Manifest, Unit
-from .proxy import (CERT_FILE_MODES, MAIN_CONFIG, TLS_DIR, ProxySpec, Route, Upstream,
+from .proxy import (CERT_FILE_MODES, MAIN_CONFIG, TLS_DIR, ProxySpec, Route, Upstream, bluegreen_upstreams,
                     proxy_dirs, proxy_packages, proxy_unit, render_proxy, validate_argv)
 
 
@@ -80,7 +80,8 @@ def proxy_manifests(stack: Stack, host: str) -> list[Manifest]:
     main = MAIN_CONFIG[spec.kind]
     dropins = [f.path for f in config if f.path.startswith(f"/etc/systemd/system/{unit}.d/")]
     manifests.append(Manifest(
-        name="proxy", packages=proxy_packages(spec.kind), dirs=proxy_dirs(spec), files=config,
+        name="proxy", packages=proxy_packages(spec.kind, bool(bluegreen_upstreams(spec))),
+        dirs=proxy_dirs(spec), files=config,
         units=[Unit(unit)],
         validate=[{"argv": validate_argv(spec.kind, f"{{staged:{main}}}")}],
         # A systemd drop-in (Caddy's admin socket directory, HAProxy's master socket) applies on

@@ -2,7 +2,9 @@
 """outpost's demo web app: the smallest HTTP service that shows a deploy happening.
 
     hello.py --port 8000     serve: `/` answers GREETING, the image (version) and the port;
-                             `/ready` answers 200 once the server listens (500 when broken)
+                             `/ready` answers 200 once the server listens (500 when broken);
+                             `POST /posts` keeps a post, idempotently by its Idempotency-Key
+                             (see Posts); `GET /posts` lists what is kept
     hello.py --once          print the same line once and exit 0 (the scheduled job)
 
 A "broken image" for tests: BROKEN=1 in the environment, a file /app/BROKEN (or BROKEN_FILE)
@@ -14,8 +16,10 @@ import argparse
 import http.server
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -41,6 +45,75 @@ def broken() -> bool:
             or "broken" in image().rsplit(":", 1)[-1])
 
 
+class Posts:
+    """Posts kept by their Idempotency-Key, so that a client or proxy that sends one twice gets the
+    first answer again instead of a second post: the check and the insert run in one SQLite write
+    transaction (BEGIN IMMEDIATE), so replicas sharing the database (a StateDirectory, $POSTS_DB)
+    agree on it. Every arrival is also logged in `deliveries`, which shows whether anyone resent a
+    post. `posts` has no unique constraint on purpose: were the check ever wrong, a key would show
+    up twice there, and the load test counts exactly that as a duplicate.
+    Without a database path the posts live in this process only (an in-memory database)."""
+
+    KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+    MAX = 4096
+
+    def __init__(self, path: str | None):
+        self.path = path or "file:outpost-hello-posts?mode=memory&cache=shared"
+        self.uri = path is None
+        self.keep = self.connect()  # an in-memory database lives as long as one connection to it
+        with self.keep:
+            if not self.uri:
+                self.keep.execute("PRAGMA journal_mode=WAL")
+            self.keep.execute("CREATE TABLE IF NOT EXISTS posts (key TEXT NOT NULL, body TEXT NOT NULL, "
+                              "port INTEGER, at REAL NOT NULL)")
+            self.keep.execute("CREATE INDEX IF NOT EXISTS posts_key ON posts (key)")
+            self.keep.execute("CREATE TABLE IF NOT EXISTS deliveries (key TEXT NOT NULL, port INTEGER, "
+                              "at REAL NOT NULL)")
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30, uri=self.uri, isolation_level=None,
+                               check_same_thread=False)
+
+    def put(self, key: str, body: str, port: int) -> tuple[int, dict]:
+        """(201, answer) for a new key, (200, the first answer) for one already kept."""
+        db = self.connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            db.execute("INSERT INTO deliveries VALUES (?, ?, ?)", (key, port, now))
+            row = db.execute("SELECT port, at FROM posts WHERE key = ? ORDER BY rowid LIMIT 1", (key,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO posts VALUES (?, ?, ?, ?)", (key, body, port, now))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+        if row is None:
+            return 201, {"key": key, "port": port, "at": now, "replayed": False}
+        return 200, {"key": key, "port": row[0], "at": row[1], "replayed": True}
+
+    def listing(self) -> dict:
+        db = self.connect()
+        try:
+            posts = dict(db.execute("SELECT key, COUNT(*) FROM posts GROUP BY key"))
+            deliveries = dict(db.execute("SELECT key, COUNT(*) FROM deliveries GROUP BY key"))
+        finally:
+            db.close()
+        return {"posts": posts, "deliveries": deliveries}
+
+
+POSTS: Posts | None = None
+
+
+def posts_path() -> str | None:
+    """$POSTS_DB, else posts.db in the unit's first StateDirectory, else None (in memory)."""
+    state = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    return os.environ.get("POSTS_DB") or (os.path.join(state, "posts.db") if state else None)
+
+
 def greeting(port: int | None) -> str:
     where = f" on port {port}" if port else ""
     return f"{os.environ.get('GREETING', 'hello')} from {image()}{where}"
@@ -63,6 +136,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 CONNECTIONS.discard(self.connection)
 
     def do_GET(self) -> None:
+        self.handle_one(self.route)
+
+    def do_POST(self) -> None:
+        self.handle_one(self.route_post)
+
+    def handle_one(self, route) -> None:
         with INFLIGHT_LOCK:
             if CLOSED[0]:
                 # The process is exiting: write nothing, so that the client (the proxy) sees the
@@ -71,17 +150,40 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             INFLIGHT[0] += 1
         try:
-            self.route()
+            if STOPPING.is_set():
+                self.close_connection = True  # answer this one, then let the proxy reconnect elsewhere
+            route()
         finally:
             with INFLIGHT_LOCK:
                 INFLIGHT[0] -= 1
 
-    def route(self) -> None:
-        if STOPPING.is_set():
-            self.close_connection = True      # answer this one, then let the proxy reconnect elsewhere
+    def route_post(self) -> None:
         path = self.path.split("?", 1)[0]
         port = self.server.server_address[1]
-        if path == "/ready":
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if not 0 < length <= Posts.MAX:
+            self.close_connection = True      # the body is left unread: this connection is done
+            status = 411 if length < 0 else 413 if length > Posts.MAX else 400
+            self.answer(status, {"error": f"a post is 1 to {Posts.MAX} bytes with a Content-Length"})
+            return
+        body = self.rfile.read(length).decode("utf-8", errors="replace")
+        key = self.headers.get("Idempotency-Key", "")
+        if path != "/posts":
+            self.answer(404, {"error": f"no page {path}"})
+        elif not Posts.KEY_RE.fullmatch(key):
+            self.answer(400, {"error": "a post needs an Idempotency-Key header of 1 to 128 of A-Z a-z 0-9 . _ : -"})
+        else:
+            self.answer(*POSTS.put(key, body, port))
+
+    def route(self) -> None:
+        path = self.path.split("?", 1)[0]
+        port = self.server.server_address[1]
+        if path == "/posts":
+            self.answer(200, POSTS.listing())
+        elif path == "/ready":
             status = 500 if broken() else 200
             self.answer(status, {"ready": status == 200, "image": image(), "port": port})
         elif path == "/":
@@ -128,6 +230,8 @@ def close_when_idle(deadline: float) -> int:
 
 
 def serve(port: int) -> int:
+    global POSTS
+    POSTS = Posts(posts_path())
     server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
     server.daemon_threads = True
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from components.render.manifest import File, Manifest
+from outpost_agent.masking import HIDDEN
 from test_agent_unit import FakeHost
 
 from outpost_agent.base import AgentError
@@ -48,6 +49,10 @@ CASES = {   # name: (path, content with placeholders, secret format, validator a
     "sshd -t": ("/etc/ssh/sshd_config.d/outpost.conf", "<secret:plain> yes\n", "raw", ["/usr/sbin/sshd", "-t", "-f"]),
     "caddy validate": ("/etc/caddy/Caddyfile", ":8080 {\n  <secret:api> on\n}\n", "raw",
                        ["caddy", "validate", "--adapter", "caddyfile", "--config"]),
+    # Go's %q: `time: invalid duration "Xyzzy\"s3cr3t$pass42"` (the quote escaped)
+    "caddy validate, Go-quoted": ("/etc/caddy/Caddyfile", ":8080 {\n  reverse_proxy 127.0.0.1:1 {\n"
+                                  "    lb_try_duration <secret:api>\n  }\n}\n", "raw",
+                                  ["caddy", "validate", "--adapter", "caddyfile", "--config"]),
     # no validate step: openssl's certificate check fails on its own
     "certificate check": ("/etc/demo/site.pem", "-----BEGIN CERTIFICATE-----\n<secret:api>\n"
                           "-----END CERTIFICATE-----\n", "raw", None),
@@ -113,6 +118,46 @@ def test_a_health_response_quoting_a_secret_is_hidden(host):
     assert agent.redact(f"HTTP 500: env API_KEY={SECRET} key={KEY}") == \
         "HTTP 500: env API_KEY=<secret hidden> key=<secret hidden>"
     assert agent.redact("MIIEvQIBADANBgkqXyzzys3cr3tKeyLineOne0000 alone") == "<secret hidden> alone"
+
+
+def test_go_quoting_is_what_caddy_prints_and_what_the_old_redaction_missed(host, tmp_path):
+    """The case above is real: caddy validate quotes the bad duration with Go's %q, and the value
+    as given is not in what it prints (so hiding the value as given alone leaked it)."""
+    if not shutil.which("caddy"):
+        pytest.fail("caddy is not installed (tools/setup.sh installs the validators)")
+    path, content, _, validator = CASES["caddy validate, Go-quoted"]
+    config = tmp_path / "Caddyfile"
+    config.write_text(content.replace("<secret:api>", SECRET))
+    import subprocess
+    said = subprocess.run([*validator, str(config)], capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+    assert said.returncode != 0 and 'Xyzzy\\"s3cr3t$pass42' in said.stderr and SECRET not in said.stderr.replace(
+        "bad duration value " + SECRET, "")
+
+
+@pytest.mark.parametrize("printed", [
+    'Xyzzy\\"s3cr3t$pass42',                 # JSON / Go %q: the quote escaped
+    "'Xyzzy\"s3cr3t$pass42'",                  # shell-quoted (shlex.quote)
+    'Xyzzy\\"s3cr3t\\$pass42',              # backslash-escaped (printf %q)
+    '{"error":"key \\"Xyzzy\\\\\\"s3cr3t$pass42\\" rejected"}',   # inside a JSON log line, quoted twice
+])
+def test_a_value_a_tool_requotes_is_hidden(host, printed):
+    agent, _, _ = host
+    agent.learn_secrets([SECRET, "it's a p\\ss \"word\"\twith\u00e9"])
+    assert "s3cr3t" not in agent.redact(printed), agent.redact(printed)
+
+
+@pytest.mark.parametrize("form", ["raw", "json", "go", "shell", "shell-inside", "backslash"])
+def test_every_quoted_form_of_an_awkward_value_is_hidden(host, form):
+    import shlex
+    from outpost_agent.masking import go_quoted
+    value = "it's a p\\ss \"word\"\twith\u00e9 $HOME"
+    printed = {"raw": value, "json": json.dumps(value), "go": f'"{go_quoted(value)}"', "shell": shlex.quote(value),
+               "shell-inside": "'" + value.replace("'", "'\\''") + "'",
+               "backslash": "".join("\\" + c if c in " \t!\"#$&'()*;<>?[\\]^`{|}~" else c for c in value)}[form]
+    agent, _, _ = host
+    agent.learn_secrets([value])
+    assert agent.redact(f"tool: {printed} rejected") in (f"tool: {HIDDEN} rejected", f'tool: "{HIDDEN}" rejected',
+                                                          f"tool: '{HIDDEN}' rejected")
 
 
 def test_secret_values_travel_on_stdin_only():

@@ -514,14 +514,66 @@ def test_reload_leaves_a_stopped_unit_stopped(host):
 
 def test_an_existing_account_with_another_home_is_not_taken_over(host, monkeypatch):
     """The manifest's `home` is authoritative: its files below the home were rendered for it, so an
-    existing account whose home is elsewhere (a host user the stack happens to name) is refused."""
+    account of outpost's own whose home is elsewhere is refused; the same home is no change."""
     import pwd
     agent, fake, _ = host
-    entry = pwd.struct_passwd(("svc", "x", 990, 990, "", "/var/lib/svc", "/usr/sbin/nologin"))
+    entry = pwd.struct_passwd(("svc", "x", 990, 990, "outpost", "/var/lib/svc", "/usr/sbin/nologin"))
     monkeypatch.setattr(pwd, "getpwnam", lambda name: entry if name == "svc" else pwd.getpwnam(name))
+    monkeypatch.setattr(type(agent), "locked_by_outpost", lambda self, user: False)
     user = {"name": "svc", "home": "/home/svc", "shell": "/usr/sbin/nologin", "linger": False, "system": True}
     with pytest.raises(AgentError, match="user svc exists with home /var/lib/svc, not /home/svc"):
         agent.ensure_users([user])
     assert not [c for c in fake.calls if c[0] in ("useradd", "loginctl")]
     agent.ensure_users([{**user, "home": "/var/lib/svc"}])   # the same home: nothing to create
     assert not [c for c in fake.calls if c[0] == "useradd"]
+
+
+@pytest.mark.parametrize("home", ["/var/lib/postgresql", "/home/postgres"])
+def test_an_account_outpost_did_not_create_is_refused_naming_the_key(host, monkeypatch, home):
+    """A host's own postgres (or a person's login of that name), whatever its home: the error names
+    the stack key to change, and the apply changes nothing."""
+    import pwd
+    agent, fake, root = host
+    entry = pwd.struct_passwd(("postgres", "x", 110, 117, "PostgreSQL administrator,,,", home, "/bin/bash"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: entry if name == "postgres" else pwd.getpwnam(name))
+    doc = manifest(name="svc-postgres", users=[{"name": "postgres", "home": "/home/postgres",
+                                                "key": "services.postgres.user"}],
+                   dirs=[{"path": "/srv/pg"}], files=[text_file("/srv/pg/conf", "x")])
+    with pytest.raises(AgentError) as err:
+        apply(agent, doc)
+    message = str(err.value)
+    assert message.startswith("user postgres already exists on this host and outpost did not create it")
+    assert "set services.postgres.user to an account of its own (no dir, file or unit was changed)" in message
+    assert not [c for c in fake.calls if c[0] in ("useradd", "usermod", "loginctl")]
+    assert not (root / "srv" / "pg").exists()
+
+
+def test_a_dynamic_user_service_named_like_an_existing_account_is_refused(host, monkeypatch):
+    """DynamicUser= runs a service as an existing account of its user's name: refused; a name no
+    account has, or one of systemd's own dynamic accounts (the service running now), is fine."""
+    import pwd
+    agent, fake, _ = host
+    accounts = {"mysql": pwd.struct_passwd(("mysql", "x", 112, 120, "MySQL Server,,,", "/nonexistent", "/bin/false")),
+                "web": pwd.struct_passwd(("web", "x", 63017, 63017, "Dynamic User", "/", "/usr/sbin/nologin"))}
+
+    def getpwnam(name):
+        if name in accounts:
+            return accounts[name]
+        raise KeyError(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    agent.check_dynamic_users([{"name": "web", "key": "services.web"}, {"name": "free", "key": "services.free"}])
+    with pytest.raises(AgentError, match=r"user mysql already exists on this host .* DynamicUser= uses an existing "
+                                         r"account of that name.* set services\.mysql to an account of its own"):
+        agent.check_dynamic_users([{"name": "mysql", "key": "services.mysql"}])
+    doc = manifest(name="svc-mysql", dynamic_users=[{"name": "mysql", "key": "services.mysql"}],
+                   files=[text_file("/etc/mysql.conf", "x")])
+    with pytest.raises(AgentError, match="user mysql already exists"):
+        apply(agent, doc)
+
+
+@pytest.mark.parametrize("entry", [{"name": "Bad Name"}, {"name": "ok", "extra": 1}, {"name": "ok", "key": 3}, "ok"])
+def test_dynamic_users_entries_are_checked(entry):
+    doc = manifest(dynamic_users=[entry])
+    with pytest.raises(AgentError, match=r"dynamic_users\[0\]: needs a valid name"):
+        load_manifest(json.dumps(doc), "svc-demo")

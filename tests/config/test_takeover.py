@@ -2,10 +2,14 @@
 admin, service files in sudo/sshd/unit/agent locations, two manifests writing one path, and a
 replica count one rollout could hold the host lock with for ever."""
 
+import copy
+
 import pytest
 
-from components.config.takeover import FORBIDDEN_TARGETS, MAX_REPLICAS, SYSTEM_ACCOUNTS
-from tests.config.test_validation import errors_for, svc
+from components.load import parse
+from components.config.reserved import FORBIDDEN_TARGETS, SYSTEM_ACCOUNTS
+from components.config.takeover import MAX_REPLICAS
+from tests.config.test_validation import base_config, errors_for, svc
 
 P = "Pulumi.test.yaml: outpost:"
 
@@ -15,15 +19,27 @@ def test_a_service_user_naming_a_system_account_is_refused(account):
     assert account in SYSTEM_ACCOUNTS
     lines = errors_for(lambda c: svc(c, "peerbook").update(user=account))
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"{P}services.peerbook.user: user {account!r} is an existing system account"), lines
+    assert lines[0].startswith(f"{P}services.peerbook.user: user {account!r} is a system account every host has"), lines
 
 
 def test_a_service_named_like_a_system_account_is_refused_through_its_default_user():
     # a process service named `daemon` would run as Debian's `daemon` (DynamicUser= reuses a static user)
     lines = errors_for(lambda c: c["outpost:services"].update({"daemon": {"hosts": ["web1"], "process": {"exec": "/bin/true"}}}))
-    assert lines == [f"{P}services.daemon: the service's user (its name, as no user: is given) 'daemon' is an existing "
-                     "system account (see SYSTEM_ACCOUNTS in components/config/reserved.py); outpost would take it "
-                     "over: give the service a user: of its own"]
+    assert lines == [f"{P}services.daemon: the service's user (its name, as no user: is given) 'daemon' is a "
+                     "system account every host has (see SYSTEM_ACCOUNTS in components/config/reserved.py); outpost "
+                     "would take it over: give the service a user: of its own"]
+
+
+@pytest.mark.parametrize("name", ["postgres", "mysql", "redis", "postfix", "chrony", "dnsmasq"])
+def test_a_service_named_like_an_account_some_hosts_have_is_left_to_the_agent(name):
+    """Only possibly an account: the host may not have it; the agent refuses to take over one
+    that exists (files/agent: ensure_users), so the config does not guess."""
+    assert name not in SYSTEM_ACCOUNTS
+    config = copy.deepcopy(base_config())
+    config["outpost:services"][name] = {"hosts": ["web1"], "process": {"exec": "/bin/true"}}
+    svc(config, "peerbook").update(user=name)
+    stack = parse(config, "test")
+    assert stack.service_user(name) == name and stack.service_user("peerbook") == name
 
 
 def test_a_service_user_naming_the_admin_is_refused():

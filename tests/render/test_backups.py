@@ -377,8 +377,9 @@ def test_services_under_the_paths_require_the_restore():
     user = files("auto-restore")["/home/kk/.config/systemd/user/kk.service.d/outpost-restore-kk-data.conf"]
     assert (user.owner, user.group, user.mode) == ("kk", "kk", "0644")
     pre = [line for line in user.content.splitlines() if line.startswith("ExecStartPre=")]
-    assert len(pre) == 1 and "/run/outpost/restore/kk-data.done" in pre[0] and "-gt 900" in pre[0]
-    assert "$$((i+1))" in pre[0]                                       # systemd's $ escaped
+    assert len(pre) == 1 and "/run/outpost/restore/kk-data.done" in pre[0] and "+ 900))" in pre[0]
+    assert "TimeoutStartSec=1080" in user.content.splitlines()   # the wait may not be cut short
+    assert "$$(date +%%s)" in pre[0]                                  # systemd's $ and % escaped
 
 
 def test_backups_wait_for_the_restore():

@@ -25,9 +25,14 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "proxy"
 
 
 def golden_tree(spec: ProxySpec) -> dict[str, str]:
-    """Relative path → content of everything the golden directory of one case holds."""
+    """Relative path → content of everything the golden directory of one case holds. The reload
+    tool is a program shipped as it is, not a template: its golden is where it comes from."""
     files = render_proxy(spec)
     tree = {f.path.lstrip("/"): f.content for f in files}
+    tool = proxy.RELOAD_TOOL.lstrip("/")
+    if tool in tree:
+        assert tree[tool] == proxy.RELOAD_TOOL_SOURCE.read_text()
+        tree[tool] = "the bytes of files/proxy/outpost-proxy-reload.py\n"
     tree["FILES"] = "".join(f"{f.mode} {f.owner} {f.group} {f.path}\n" for f in files)
     for up in bluegreen_upstreams(spec):
         path, template = proxy.bluegreen_switch_template(spec.kind, up)
@@ -54,9 +59,9 @@ def files_of(case: str) -> dict[str, proxy.File]:
 def test_caddy_load_balancing_retries_and_health():
     caddyfile = main_config("caddy-internal")
     assert "to 127.0.0.1:8000 127.0.0.1:8001 127.0.0.1:8002\n" in caddyfile
-    for line in ("lb_policy round_robin", "lb_retries 3", "lb_try_duration 15s", "lb_try_interval 250ms",
+    assert "\tlb_retries" not in caddyfile      # it would end lb_try_duration's wait after 3 tries
+    for line in ("lb_policy round_robin", "lb_try_duration 15s", "lb_try_interval 250ms",
                  "health_uri /ready", "health_interval 2s", "health_timeout 1s", "health_status 200",
-                 "health_uri /health", "health_interval 500ms", "health_timeout 250ms",
                  "fail_duration 2s", "dial_timeout 3s", "encode zstd gzip",
                  "output file /var/log/caddy/access.log", "grace_period 30s"):
         assert f"\t{line}\n" in caddyfile, line
@@ -105,15 +110,58 @@ def test_acme_ca_root_is_caddy_acme_only_and_a_secret_name(kind, tls, name):
         render_proxy(ProxySpec(kind, tls, "ops@example.org", SIMPLE_ROUTES, acme_ca_root=name))
 
 
-def test_caddy_bluegreen_imports_its_switch_file():
+def test_caddy_bluegreen_dials_the_stable_address_without_keepalive():
     caddyfile = main_config("caddy-internal")
-    assert "\t\t\timport /etc/outpost/proxy/live/peerbook.caddy*\n" in caddyfile
-    path, template = proxy.bluegreen_switch_template("caddy", PEERBOOK)
-    assert path == "/etc/outpost/proxy/live/peerbook.caddy"
-    assert template.endswith("\nto 127.0.0.1:{port}\n")
-    switch = proxy.bluegreen_switch("caddy", PEERBOOK, 20001)
-    assert switch.path == path and switch.content.endswith("\nto 127.0.0.1:20001\n")
-    assert switch.mode == "0644"
+    assert "import /etc/outpost/proxy/live" not in caddyfile
+    block = caddyfile.split("\t\t\tto 127.0.2.1:20000\n")[1].split("\n\t\t}\n")[0]
+    assert "\t\t\t\tkeepalive off\n" in block
+    # one upstream: no health check or passive marking could route elsewhere, only answer 503
+    assert "health_uri" not in block and "fail_duration" not in block and "max_fails" not in block
+    assert caddyfile.count("keepalive off") == caddyfile.count("reverse_proxy {")
+
+
+def test_caddy_every_site_answers_connection_close_while_draining():
+    for case in ("caddy-internal", "caddy-none", "caddy-acme"):
+        caddyfile = main_config(case)
+        snippet = caddyfile.split("(outpost_drain) {\n")[1].split("\n}\n")[0]
+        assert "\t@outpost_drain file {\n\t\troot /run/outpost-proxy\n\t\ttry_files /drain\n\t}\n" in snippet
+        assert "\theader @outpost_drain Connection close" in snippet
+        sites = caddyfile.split("\n}\n")[2:]  # after the global options and the snippet
+        sites = [site for site in sites if "{" in site]
+        assert sites and all("\timport outpost_drain\n" in site for site in sites), case
+    assert "\t\t\tidle 10s\n" in main_config("caddy-internal")
+
+
+def test_caddy_reload_runs_through_the_drain_tool():
+    dropin = files_of("caddy-internal")[proxy.CADDY_DROPIN].content
+    assert ("ExecReload=\nExecReload=+/usr/bin/python3 /usr/local/lib/outpost/outpost-proxy-reload --ports 80,443 "
+            "--flag /run/outpost-proxy/drain --limit 11 -- /usr/bin/caddy reload --config /etc/caddy/Caddyfile "
+            "--adapter caddyfile --force --address unix//run/caddy/admin.sock\n") in dropin
+    assert "ExecStartPre=+/bin/rm -f /run/outpost-proxy/drain\n" in dropin
+    assert "ExecStartPre=+/usr/sbin/nft -f /etc/outpost/proxy/bluegreen.nft\n" in dropin
+    assert "ExecStopPost=-+/usr/sbin/nft delete table ip outpost_bluegreen\n" in dropin
+    tool = files_of("caddy-internal")[proxy.RELOAD_TOOL]
+    assert tool.mode == "0755" and tool.content == proxy.RELOAD_TOOL_SOURCE.read_text()
+    plain = files_of("caddy-acme")                       # no blue-green: no nftables at all
+    assert "nft" not in plain[proxy.CADDY_DROPIN].content and proxy.BLUEGREEN_RULES not in plain
+
+
+def test_the_switch_file_is_one_nft_rule_whichever_proxy():
+    templates = {kind: proxy.bluegreen_switch_template(kind, PEERBOOK) for kind in proxy.KINDS}
+    assert len(set(templates.values())) == 1
+    path, template = templates["caddy"]
+    assert path == "/etc/outpost/proxy/live/peerbook.nft"
+    assert template.endswith("table ip outpost_bluegreen {\n\tchain peerbook {\n"
+                             "\t\ttype nat hook output priority -100; policy accept;\n\t}\n}\n"
+                             "flush chain ip outpost_bluegreen peerbook\n"
+                             "add rule ip outpost_bluegreen peerbook ip daddr 127.0.2.1 tcp dport 20000 "
+                             "dnat to 127.0.0.1:{port}\n")
+    switch = proxy.bluegreen_switch("nginx", PEERBOOK, 20001)
+    assert switch.path == path and switch.content.endswith("dnat to 127.0.0.1:20001\n") and switch.mode == "0644"
+    assert proxy.switch_argv(path) == ["/usr/sbin/nft", "-f", path]
+    assert proxy.switch_validate_argv(path) == ["/usr/sbin/nft", "-c", "-f", "{staged:" + path + "}"]
+    rules = files_of("nginx-internal")[proxy.BLUEGREEN_RULES].content
+    assert 'include "/etc/outpost/proxy/live/*.nft"\n' in rules
 
 
 def test_caddy_bundle_is_readable_by_the_caddy_group():
@@ -126,7 +174,7 @@ def test_caddy_bundle_is_readable_by_the_caddy_group():
 
 
 def test_caddy_none_answers_unknown_hosts_with_404():
-    assert "\nhttp:// {\n\trespond 404\n}\n" in main_config("caddy-none")
+    assert "\nhttp:// {\n\timport outpost_drain\n\trespond 404\n}\n" in main_config("caddy-none")
     assert "\nhttp:// {" not in main_config("caddy-internal")  # would shadow the HTTPS redirects
 
 
@@ -163,25 +211,34 @@ def test_haproxy_routes_longest_path_first_then_host():
     cfg = main_config("haproxy-internal")
     v2 = cfg.index("use_backend kollektivkart if host0 host0_path0")
     eugene = cfg.index("use_backend eugene if host0 host0_path1")
-    rest = cfg.index("use_backend %[str(bluegreen_peerbook)] if host0\n")
+    rest = cfg.index("use_backend peerbook if host0\n")
     assert v2 < eugene < rest
     assert "acl host0_path0 path -m str /eugene/v2\n" in cfg and "acl host0_path0 path_beg /eugene/v2/\n" in cfg
     assert "default_backend outpost_no_route" in cfg and "http-request return status 404" in cfg
 
 
-def test_haproxy_bluegreen_backend_lives_in_the_switch_file():
+def test_haproxy_bluegreen_backend_dials_the_stable_address_per_request():
     cfg = main_config("haproxy-internal")
-    assert "backend bluegreen_peerbook" not in cfg and "backend peerbook" not in cfg
-    path, template = proxy.bluegreen_switch_template("haproxy", PEERBOOK)
-    assert path == "/etc/outpost/proxy/live/peerbook.cfg"
-    assert "\nbackend bluegreen_peerbook\n" in template and "\tserver r{port} 127.0.0.1:{port}\n" in template
-    assert "option httpchk GET /health HTTP/1.1" in template and "inter 500ms" in template
+    backend = cfg.split("\nbackend peerbook\n")[-1]
+    assert "\toption http-server-close\n" in backend and "\tserver r20000 127.0.2.1:20000\n" in backend
+    assert "option httpchk" not in backend and "default-server check" not in backend   # one server: no checks
+    assert "bluegreen_" not in cfg and "%[str(" not in cfg
+    assert cfg.count("option http-server-close") == 1          # replicas keep their server connections
     dropin = files_of("haproxy-internal")[proxy.HAPROXY_DROPIN].content
-    assert ("ExecStart=/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg -f /etc/outpost/proxy/live "
+    assert ("ExecStart=/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg "
             "-p /run/haproxy.pid -S /run/haproxy-master.sock,mode,600\n") in dropin
-    assert "ExecReload=/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg -f /etc/outpost/proxy/live -c -q" in dropin
-    assert proxy.validate_argv("haproxy", "/x/haproxy.cfg") == [
-        "haproxy", "-c", "-f", "/x/haproxy.cfg", "-f", "/etc/outpost/proxy/live"]
+    assert "ExecReload=/usr/sbin/haproxy -Ws -f /etc/haproxy/haproxy.cfg -c -q" in dropin
+    assert "ExecStartPre=/usr/sbin/nft -f /etc/outpost/proxy/bluegreen.nft\n" in dropin
+    assert "ExecStopPost=-/usr/sbin/nft delete table ip outpost_bluegreen\n" in dropin
+    assert proxy.validate_argv("haproxy", "/x/haproxy.cfg") == ["haproxy", "-c", "-f", "/x/haproxy.cfg"]
+    assert proxy.RELOAD_TOOL not in files_of("haproxy-internal")   # HAProxy's own reload is safe
+
+
+def test_haproxy_keeps_idle_client_connections_through_a_reload():
+    for case in ("haproxy-internal", "haproxy-none", "haproxy-empty"):
+        defaults = main_config(case).split("\ndefaults\n")[1].split("\nfrontend")[0]
+        assert "\toption idle-close-on-response\n" in defaults, case
+        assert "\ttimeout http-keep-alive 10s\n" in defaults, case
 
 
 def test_haproxy_pem_and_none():
@@ -214,21 +271,41 @@ def test_nginx_passive_checks_retries_and_headers():
 
 def test_nginx_locations_keep_the_prefix():
     conf = main_config("nginx-internal")
-    assert "location = /eugene {\n\t\t\tproxy_pass http://eugene;" in conf
-    assert "location ^~ /eugene/ {\n\t\t\tproxy_pass http://eugene;" in conf
+    drain = "\t\t\tif (-f /run/outpost-proxy/drain) {\n\t\t\t\treturn 418;\n\t\t\t}\n"
+    assert f"location = /eugene {{\n\t\t\tset $outpost_upstream eugene;\n{drain}\t\t\tproxy_pass http://eugene;" in conf
+    assert f"location ^~ /eugene/ {{\n\t\t\tset $outpost_upstream eugene;\n{drain}\t\t\tproxy_pass http://eugene;" in conf
     assert conf.index("location = /eugene/v2 {") < conf.index("location = /eugene {")
     paths_only = conf.split("server_name paths-only.example.org;")[2]
-    assert "location / {\n\t\t\treturn 404;" in paths_only
+    assert f"location / {{\n\t\t\tset $outpost_upstream \"\";\n{drain}\t\t\treturn 404;" in paths_only
 
 
-def test_nginx_bluegreen_includes_switch_inside_the_upstream():
+def test_nginx_answers_connection_close_while_draining():
+    for case in ("nginx-internal", "nginx-none", "nginx-files"):
+        conf = main_config(case)
+        servers = [block for block in conf.split("\tserver {\n")[1:]]
+        routed = [block for block in servers if "proxy_pass" in block]
+        assert routed, case
+        for block in routed:
+            assert "\t\terror_page 418 = @outpost_drain;\n" in block
+            assert ("\t\tlocation @outpost_drain {\n\t\t\tkeepalive_timeout 0;\n\t\t\tif ($outpost_upstream = \"\") {\n"
+                    "\t\t\t\treturn 404;\n\t\t\t}\n\t\t\tproxy_pass http://$outpost_upstream;\n\t\t}\n") in block
+            # every location checks the flag first (the named one excepted)
+            assert block.count("if (-f /run/outpost-proxy/drain)") == block.count("\t\tlocation ") - 1
+        for block in servers:                        # redirects and unknown hosts keep nothing idle
+            if "return 308" in block or "default_server" in block and "ssl_reject_handshake" not in block:
+                assert "\t\tkeepalive_timeout 0;\n" in block, block
+        assert "\tkeepalive_timeout 10s;\n" in conf and "keepalive 16" not in conf
+    dropin = files_of("nginx-internal")[proxy.DROPIN["nginx"]].content
+    assert ("ExecReload=\nExecReload=/usr/bin/python3 /usr/local/lib/outpost/outpost-proxy-reload --ports 80,443 "
+            "--flag /run/outpost-proxy/drain --limit 11 --old-workers /run/nginx.pid -- /usr/sbin/nginx "
+            "-g 'daemon on; master_process on;' -s reload\n") in dropin
+    assert "ExecStartPre=/bin/rm -f /run/outpost-proxy/drain\n" in dropin
+
+
+def test_nginx_bluegreen_upstream_is_the_stable_address():
     conf = main_config("nginx-internal")
     block = conf.split("upstream peerbook {\n")[1].split("}")[0]
-    assert "include /etc/outpost/proxy/live/peerbook.ngin[x];" in block
-    assert "server 127.0.0.1:9 down;" in block
-    path, template = proxy.bluegreen_switch_template("nginx", PEERBOOK)
-    assert path == "/etc/outpost/proxy/live/peerbook.nginx"
-    assert template.endswith("\nserver 127.0.0.1:{port} max_fails=0;\n")
+    assert "\t\tserver 127.0.2.1:20000;\n" in block and "include" not in block and "keepalive" not in block
 
 
 def test_nginx_none_and_keys():
@@ -256,6 +333,7 @@ def test_commands_units_and_packages(kind):
     assert proxy.reload_argv(kind) == ["systemctl", "reload", f"{kind}.service"]
     assert proxy.proxy_unit(kind) == f"{kind}.service"
     assert proxy.proxy_packages(kind) == [kind]
+    assert proxy.proxy_packages(kind, bluegreen=True) == [kind, "nftables"]
     argv = proxy.validate_argv(kind, "/etc/x/.outpost-stage-1/main")
     assert argv[:2] == {"caddy": ["caddy", "validate"], "haproxy": ["haproxy", "-c"],
                         "nginx": ["nginx", "-t"]}[kind]

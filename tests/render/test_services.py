@@ -178,7 +178,8 @@ def test_local_image_is_built_first_and_fails_the_apply_before_replicas():
     assert [(u.unit, u.scope, u.enable, u.start) for u in m.units] == [
         ("hello@8000.service", "user:hello", False, True), ("hello@8001.service", "user:hello", False, True)]
     assert [u.to_json() for u in m.users] == [{"name": "hello", "home": "/home/hello", "linger": True,
-                                               "system": True, "purge": True}]  # outpost:purge: true
+                                               "system": True, "purge": True,
+                                               "key": "services.hello.user"}]  # outpost:purge: true
     unit = lines(files_of("local", "vm")["/home/hello/.config/systemd/user/hello-image.service"].content)
     assert "Type=oneshot" in unit and "RemainAfterExit=yes" in unit
     assert ("ExecStart=/bin/sh /home/hello/.config/outpost/hello-image.sh build localhost/outpost-demo:${TAG} "
@@ -263,9 +264,11 @@ def test_blue_green_process_gets_the_proxy_switch(case):
     (group,) = m.restart
     assert group["strategy"] == "blue-green" and m.restarts == {"peerbook": "blue-green"}
     assert [i["unit"] for i in group["instances"]] == ["peerbook@20000.service", "peerbook@20001.service"]
-    assert group["switch"]["path"] == "/etc/outpost/proxy/live/peerbook.caddy"
-    assert "127.0.0.1:{port}" in group["switch"]["template"]
-    assert group["switch"]["reload"] == ["systemctl", "reload", "caddy.service"]
+    path = "/etc/outpost/proxy/live/peerbook.nft"
+    assert group["switch"]["path"] == path
+    assert "ip daddr 127.0.2.1 tcp dport 20000 dnat to 127.0.0.1:{port}\n" in group["switch"]["template"]
+    assert group["switch"]["reload"] == ["/usr/sbin/nft", "-f", path]           # no proxy reload
+    assert group["switch"]["validate"] == ["/usr/sbin/nft", "-c", "-f", "{staged:" + path + "}"]
     unit = lines(files_of(case, "web1")["/etc/systemd/system/peerbook@.service"].content)
     assert "ExecStart=/opt/peerbook/peerbook --port %i" in unit and "WantedBy=multi-user.target" in unit
     artifact = files_of(case, "web1")["/opt/peerbook/peerbook"]
@@ -300,6 +303,19 @@ def test_rootful_container_with_haproxy_drain():
     assert "/etc/web/token" in group["when"] and "/etc/outpost/services/web.secret.env" in group["when"]
 
 
+def test_replicas_behind_caddy_or_nginx_are_drained_in_the_kernel():
+    """No runtime API to drain at: the agent sends the proxy's new connections for a replica to
+    the next one (the last to the first) while it restarts."""
+    m = manifest("local", "vm", "svc-hello")
+    group = next(g for g in m.restart if g["group"] == "hello")
+    assert [i["drain"] for i in group["instances"]] == [{"kind": "port", "port": 8000, "to": 8001},
+                                                        {"kind": "port", "port": 8001, "to": 8000}]
+    assert "nftables" in m.packages                    # what the agent drains with
+    three = manifest("test", "web1", "svc-kollektivkart")
+    group = next(g for g in three.restart if g["group"] == "kollektivkart")
+    assert [(i["drain"]["port"], i["drain"].get("to")) for i in group["instances"]] == [(8000, 8001), (8001, 8000)]
+
+
 def test_rootful_job_has_on_success_in_its_quadlet():
     files = files_of("edge-haproxy", "h1")
     job = lines(files["/etc/containers/systemd/web-reindex.container"].content)
@@ -321,7 +337,7 @@ def test_process_with_secret_files_gets_a_fixed_user():
     assert (secret_env.owner, secret_env.mode) == ("root", "0600")
     assert "API_KEY=\"<secret:api_key>\"" in lines(secret_env.content)
     (group,) = m.restart
-    assert group["switch"]["path"] == "/etc/outpost/proxy/live/api.cfg"       # HAProxy
+    assert group["switch"]["path"] == "/etc/outpost/proxy/live/api.nft"       # HAProxy too
     assert all(i["drain"] is None for i in group["instances"])               # blue-green: no drain
 
 
@@ -352,8 +368,8 @@ def test_blue_green_container_behind_nginx():
     m = manifest("bluegreen-nginx", "h1", "svc-shop")
     image, group = m.restart
     assert group["strategy"] == "blue-green" and group["scope"] == "user:shop"
-    assert group["switch"]["path"] == "/etc/outpost/proxy/live/shop.nginx"
-    assert group["switch"]["reload"] == ["systemctl", "reload", "nginx.service"]
+    assert group["switch"]["path"] == "/etc/outpost/proxy/live/shop.nft"
+    assert group["switch"]["reload"] == ["/usr/sbin/nft", "-f", "/etc/outpost/proxy/live/shop.nft"]
 
 
 # --- injection safety -----------------------------------------------------------------------------------------
@@ -493,3 +509,13 @@ def test_removal_keeps_data_unless_purge_is_asked_for():
     assert users({"web": web, "job": job}, purge=True) == {"web": True, "worker": True}
     assert all(u.get("purge") is not True for ms in rendered("prod").values() for m in ms
                for u in (x.to_json() for x in m.users))
+
+
+def test_the_agent_learns_which_user_a_service_runs_as_to_refuse_taking_one_over():
+    """A fixed user carries the key that names it; a DynamicUser= service's name goes to
+    `dynamic_users` (systemd would run it as an existing account of that name): the agent refuses
+    either when the host has such an account it did not create (outpost_agent/accounts.py)."""
+    fixed = manifest("edge-haproxy", "h1", "svc-api").to_json()
+    assert fixed["users"][0]["key"] == "services.api.user" and "dynamic_users" not in fixed
+    dynamic = manifest("edge-haproxy", "h1", "svc-httpd").to_json()
+    assert dynamic["users"] == [] and dynamic["dynamic_users"] == [{"name": "httpd", "key": "services.httpd.user"}]

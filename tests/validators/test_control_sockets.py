@@ -100,8 +100,10 @@ def test_caddy_admin_is_a_unix_socket_for_root_and_caddy_only(world_dir, started
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", 2019), timeout=2).close()
     assert ":2019" not in log.read_text()
-    # the drop-in's ExecReload, as systemd would run it: through the socket
-    [reload] = [line.removeprefix("ExecReload=") for line in dropin.splitlines() if line.startswith("ExecReload=/")]
+    # the drop-in's ExecReload, as systemd would run it (as root: "+"): the drain tool, then the
+    # reload through the socket
+    [reload] = [line.removeprefix("ExecReload=+") for line in dropin.splitlines() if line.startswith("ExecReload=+/")]
+    assert f"{root}/usr/local/lib/outpost/outpost-proxy-reload" in reload
     result = subprocess.run(shlex.split(reload), capture_output=True, text=True, timeout=60,
                             env={"PATH": os.environ["PATH"], "HOME": str(world_dir)})
     assert result.returncode == 0, result.stderr

@@ -145,6 +145,11 @@ def test_caddy_adapts_routes_in_the_rendered_order(tmp_path, certificate):
     assert [r.get("match", [{}])[0].get("path") for r in handled] == [
         ["/eugene/v2", "/eugene/v2/*"], ["/eugene", "/eugene/*"], None]
     last_proxy = handled[-1]["handle"][0]["routes"][0]["handle"][0]
-    assert last_proxy["upstreams"] == [{"dial": "127.0.0.1:20001"}]
-    assert last_proxy["load_balancing"]["retries"] == 3
-    assert last_proxy["health_checks"]["active"]["uri"] == "/health"
+    assert last_proxy["upstreams"] == [{"dial": "127.0.2.1:20000"}]
+    assert last_proxy["load_balancing"]["try_duration"] == 15_000_000_000 and "retries" not in last_proxy["load_balancing"]
+    assert "health_checks" not in last_proxy            # one upstream: nothing to route to instead
+    assert last_proxy["transport"]["keep_alive"]["enabled"] is False
+    # the drain: a route that sets Connection: close while the flag file exists, first in the site
+    drain = api["handle"][0]["routes"][0]
+    assert drain["match"] == [{"file": {"root": f"{tmp_path}/run/outpost-proxy", "try_files": ["/drain"]}}]
+    assert drain["handle"] == [{"handler": "headers", "response": {"set": {"Connection": ["close"]}}}]

@@ -47,10 +47,10 @@ from ...config.problem import KeyProblem
 from ...config.reserved import RESERVED_NAMES, RESERVED_PREFIXES
 from ..manifest import File, Manifest
 from .common import _seconds, container_place, home
-from .container import container_manifest
+from .container import CONTAINER_START_TIMEOUT, container_manifest
 from .process import HARDENING, process_manifest
 
-__all__ = ["HARDENING", "_seconds", "check_service_name", "check_unit_names", "container_manifest",
+__all__ = ["CONTAINER_START_TIMEOUT", "HARDENING", "_seconds", "check_service_name", "check_unit_names", "container_manifest",
            "container_place", "defined_units", "home", "process_manifest", "service_manifest",
            "service_manifests"]
 

@@ -157,25 +157,36 @@ def is_routed(stack: Stack, name: str) -> bool:
     return name in stack.routed_services
 
 
-def drain(stack: Stack, name: str, port: int) -> dict[str, str] | None:
-    """HAProxy stacks: take r<port> out of backend <svc> while that replica restarts."""
-    if stack.proxy.kind != "haproxy" or not is_routed(stack, name):
+def drain(stack: Stack, name: str, port: int, ports: list[int]) -> dict[str, Any] | None:
+    """How the agent takes a routed replica out of the proxy's rotation before it restarts it:
+    HAProxy through its admin socket (r<port> of backend <svc>); Caddy and nginx, which have no
+    runtime API for it, in the kernel: their new connections to 127.0.0.1:<port> go to the next
+    replica's port (`to`) until the replica is back, so they never meet a refused connection
+    (outpost_agent/restarts.py). A lone replica has no sibling: its new connections are refused."""
+    if not is_routed(stack, name):
         return None
-    return {"kind": "haproxy", "socket": HAPROXY_ADMIN_SOCKET, "backend": name, "server": f"r{port}"}
+    if stack.proxy.kind == "haproxy":
+        return {"kind": "haproxy", "socket": HAPROXY_ADMIN_SOCKET, "backend": name, "server": f"r{port}"}
+    others = [p for p in ports if p != port]
+    if not others:
+        return {"kind": "port", "port": port}
+    return {"kind": "port", "port": port, "to": ([p for p in ports if p > port] or others)[0]}
 
 
 def switch(stack: Stack, name: str) -> dict[str, Any] | None:
-    """Blue-green: the proxy's switch file the agent rewrites ({port} = the live slot)."""
+    """Blue-green: the switch file the agent rewrites ({port} = the live slot), an nftables rule
+    that points the proxy's stable address for the service at that slot; loading it is the switch
+    (the proxy is not reloaded: see components/render/proxy.py)."""
     if not is_routed(stack, name):
         return None
     # lazily: only stacks with routes need the proxy side; `upstream` is the one the proxy
-    # config is rendered from, so the switch file is exactly what that config includes
-    from ..proxy import bluegreen_switch_template, reload_argv
+    # config is rendered from, so the switch file points the address that config uses
+    from ..proxy import bluegreen_switch_template, switch_argv, switch_validate_argv
     from ..routes import upstream
 
     path, template = bluegreen_switch_template(stack.proxy.kind, upstream(stack, name))
-    return {"path": path, "template": template, "reload": reload_argv(stack.proxy.kind),
-            "mode": "0644", "owner": "root", "group": "root", "validate": None}
+    return {"path": path, "template": template, "reload": switch_argv(path),
+            "mode": "0644", "owner": "root", "group": "root", "validate": switch_validate_argv(path)}
 
 
 def service_group(stack: Stack, name: str, place: Place, parts: Parts,
@@ -190,7 +201,8 @@ def service_group(stack: Stack, name: str, place: Place, parts: Parts,
         "group": name, "strategy": strategy, "scope": place.scope,
         "when": sorted(set(parts.restart_paths)),
         "instances": [{"unit": unit, "health": health_url(svc, port),
-                       "drain": drain(stack, name, port) if drains and port and strategy == "rolling" else None}
+                       "drain": drain(stack, name, port, [p for _, p in instances if p])
+                       if drains and port and strategy == "rolling" else None}
                       for unit, port in instances],
         "health": health_settings(svc),
     }
@@ -241,4 +253,6 @@ def finish(manifest: Manifest, parts: Parts, groups: list[dict[str, Any]]) -> Ma
                          "at a path outpost writes for this service itself?)")
     manifest.units = parts.units
     manifest.restart = groups
+    if any((i.get("drain") or {}).get("kind") == "port" for g in groups for i in g["instances"]):
+        manifest.packages = sorted({*manifest.packages, "nftables"})   # the agent drains with nft
     return manifest

@@ -18,6 +18,7 @@ from .common import (DEFAULT_HEALTH, TEMPLATES, Parts, Place, after_success_unit
 
 IMAGE_SCRIPT = TEMPLATES / "image.sh"
 CONTAINER_STOP_TIMEOUT = 30          # seconds podman waits after SIGTERM before SIGKILL
+CONTAINER_START_TIMEOUT = 120        # seconds systemd gives a long-running container to start
 ROOTLESS_PACKAGES = ["podman", "passt", "uidmap", "dbus-user-session"]
 
 
@@ -115,7 +116,8 @@ def quadlet_text(stack: Stack, name: str, place: Place, *, image_unit: str, env_
         environment=container_environment(name, svc, templated), environment_files=env_files,
         volumes=[specifiers(single_line(v, f"services.{name}.container.volumes"), False) for v in c.volumes],
         auto_update=c.auto_update if c.auto_update != "none" else "",
-        stop_timeout=CONTAINER_STOP_TIMEOUT, tag_env=tag_env.path, oneshot=svc.is_job,
+        stop_timeout=CONTAINER_STOP_TIMEOUT, start_timeout=CONTAINER_START_TIMEOUT, tag_env=tag_env.path,
+        oneshot=svc.is_job,
         limits=limit_lines(svc),
         wanted_by="" if (templated or svc.is_job) else place.target)
 
@@ -144,7 +146,7 @@ def container_manifest(stack: Stack, host: str, name: str) -> Manifest:
     manifest = Manifest(name=f"svc-{name}",
                         packages=ROOTLESS_PACKAGES if place.user else ["podman"],
                         users=[User(place.user, home(place.user), linger=True, system=True,
-                                     purge=stack.purges(name))] if place.user else [])
+                                     purge=stack.purges(name), key=f"services.{name}.user")] if place.user else [])
     groups = [image_group]
     if svc.is_job:
         job_parts(stack, name, place, parts)

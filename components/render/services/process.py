@@ -27,13 +27,14 @@ HARDENING = [
 
 def process_identity(stack: Stack, name: str) -> tuple[list[str], list[User], str]:
     """DynamicUser= unless the service owns files that need a fixed owner (secret_files) or names
-    its `user:`. Instances share one identity (`User=` set), so a StateDirectory= stays theirs."""
+    its `user:`. Instances share one identity (`User=` set), so a StateDirectory= stays theirs.
+    (A DynamicUser= name goes to the manifest's `dynamic_users`: see process_manifest.)"""
     svc = stack.services[name]
     user = stack.service_user(name)
     if svc.dynamic_user:
         return ["DynamicUser=yes", f"User={user}", f"Group={user}"], [], "root"
     return [f"User={user}", f"Group={user}"], [User(user, home(user), linger=False, system=True,
-                                                        purge=stack.purges(name))], user
+                                                        purge=stack.purges(name), key=f"services.{name}.user")], user
 
 
 def process_exec(name: str, svc: Service, templated: bool) -> str:
@@ -110,6 +111,8 @@ def process_manifest(stack: Stack, host: str, name: str) -> Manifest:
                              env_files=env_files, identity=identity)
     parts.add(File(f"{SYSTEM_UNIT_DIR}/{unit_name}", text))
     manifest = Manifest(name=f"svc-{name}", users=users)
+    if svc.dynamic_user:   # systemd would run it as an existing account of that name: the agent checks
+        manifest.dynamic_users = [{"name": stack.service_user(name), "key": f"services.{name}.user"}]
     if svc.is_job:
         job_parts(stack, name, place, parts)
         return finish(manifest, parts, [])

@@ -2,7 +2,11 @@
 lists (created, unlocked, lingering) and their retirement when no manifest lists them any more.
 
 Only users the agent created (GECOS `outpost`) are ever locked or deleted; by default a retired
-user is locked with its home and data kept, deleted only with `purge`.
+user is locked with its home and data kept, deleted only with `purge`. An account the agent did
+not create is never taken over: a manifest that lists one, or names one as the user a
+DynamicUser= service runs as (`dynamic_users`: systemd then runs it as that account), fails
+before anything is written, naming the stack key to change (the config refuses only the accounts
+every host has; postgres or mysql exist on some hosts and not on others).
 """
 
 import contextlib
@@ -20,6 +24,21 @@ USER_MANAGER_WAIT = 90    # loginctl enable-linger → user@UID.service and its 
 APT_TIMEOUT = 1800
 APT_LOCK_WAIT = 300       # another apt (unattended-upgrades after boot) holds dpkg's lock
 UNTOUCHED = "no dir, file or unit was changed; the next apply retries"
+DYNAMIC_UIDS = range(61184, 65520)   # systemd's DynamicUser= accounts (nss-systemd, while running)
+
+
+def account(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def taken(name, key, how):
+    where = key or "the service's user:"
+    return AgentError(f"user {name} already exists on this host and outpost did not create it: {how}, "
+                      f"and outpost does not take over an account it did not create; set {where} to "
+                      f"an account of its own ({UNTOUCHED.split(';')[0]})")
 
 
 def processes_of(uid):
@@ -62,13 +81,20 @@ class Accounts(Originals):
         except AgentError as e:
             raise AgentError(f"{what} failed ({UNTOUCHED}): {e}") from None
 
+    def check_dynamic_users(self, entries):
+        """A DynamicUser= service runs as an existing account of its user's name, if there is one."""
+        for d in entries:
+            existing = account(d["name"])
+            if existing is not None and existing.pw_uid not in DYNAMIC_UIDS:
+                raise taken(d["name"], d.get("key"), "its service would run as it (systemd's DynamicUser= "
+                            "uses an existing account of that name)")
+
     def ensure_users(self, users):
         created = []
         for u in users:
-            try:
-                existing = pwd.getpwnam(u["name"])
-            except KeyError:
-                existing = None
+            existing = account(u["name"])
+            if existing is not None and existing.pw_gecos != USER_MARK:
+                raise taken(u["name"], u.get("key"), "the service would own its files and run as it")
             if existing is not None and existing.pw_gecos == USER_MARK and self.locked_by_outpost(u["name"]):
                 # kept by an earlier removal: this manifest takes the user and its data back
                 with self.step(f"unlocking user {u['name']}"):

@@ -55,6 +55,7 @@ class Applier(Restarts):
             self.save_state(name, state)  # a first apply that fails is still recorded: remove undoes it
         try:
             changed = len(self.ensure_packages(manifest["packages"]))
+            self.check_dynamic_users(manifest["dynamic_users"])
             changed += len(self.ensure_users(manifest["users"]))
             changed += self.ensure_dirs(manifest["dirs"], created_dirs)
             # after the packages: a package's own conffile (/etc/caddy/Caddyfile) is an original too

@@ -1,5 +1,6 @@
 """Asking what runs whether it is well: one HTTP health probe (127.0.0.1 only, no redirects,
-no proxies) and haproxy's admin socket (drain, ready, sessions).
+no proxies), haproxy's admin socket (drain, ready, sessions) and the kernel's TCP tables (what is
+still connected to a replica's port).
 
 Touches nothing on disk; every call is bounded by a timeout.
 """
@@ -54,3 +55,29 @@ def haproxy_sessions(sock_path, backend, server):
         if row.get("pxname") == backend and row.get("svname") == server:
             return int(row.get("scur") or 0)
     raise AgentError(f"haproxy at {sock_path} has no server {backend}/{server}")
+
+
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+ESTABLISHED, SYN_RECV, LISTEN = "01", "03", "0A"
+
+
+def port_connections(port, tables=TCP_TABLES):
+    """What still ties the local TCP PORT to its clients: connections established or being set
+    up, and connections waiting in a listening socket's accept queue (its rx_queue in
+    /proc/net/tcp is the queue's length)."""
+    count = 0
+    for table in tables:
+        try:
+            with open(table, encoding="ascii") as lines:
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) < 5 or int(fields[1].rsplit(":", 1)[1], 16) != port:
+                        continue
+                    if fields[3] in (ESTABLISHED, SYN_RECV):
+                        count += 1
+                    elif fields[3] == LISTEN:
+                        count += int(fields[4].split(":")[1], 16)
+        except FileNotFoundError:   # no IPv6 in this kernel
+            continue
+    return count

@@ -71,7 +71,7 @@ def load_manifest(text, name):
         raise AgentError("the manifest on stdin must be a JSON object")
     problems = []
     keys = ("format", "name", "packages", "users", "dirs", "files", "units", "validate", "restart",
-            "secret_values", "scratch")
+            "secret_values", "scratch", "dynamic_users")
     problems += [f"unknown key {k!r}" for k in sorted(set(m) - set(keys))]
     if m.get("format") != 1:
         problems.append(f"format must be 1, not {m.get('format')!r}")
@@ -93,6 +93,10 @@ def load_manifest(text, name):
             problems.append(f"packages: {p!r} is not a Debian package name")
     for i, u in enumerate(m["users"]):
         problems += check_user(u, f"users[{i}]")
+    for i, d in enumerate(m["dynamic_users"]):
+        if not (isinstance(d, dict) and isinstance(d.get("name"), str) and USER_RE.match(d["name"])
+                and set(d) <= {"name", "key"} and isinstance(d.get("key", ""), str)):
+            problems.append(f"dynamic_users[{i}]: needs a valid name (and optionally the key that sets it)")
     for i, d in enumerate(m["dirs"]):
         problems += check_owned(d, f"dirs[{i}]", "0755", ("path", "mode", "owner", "group"))
     for i, f in enumerate(m["files"]):
@@ -154,6 +158,8 @@ def check_user(u, where):
     u.setdefault("shell", NOLOGIN)
     u.setdefault("purge", False)
     problems = [f"{where}: purge must be true or false"] if not isinstance(u["purge"], bool) else []
+    if not isinstance(u.get("key", ""), str):
+        problems.append(f"{where}: key must be the stack key that names the user")
     return problems + check_path(u["home"], where)
 
 
@@ -227,10 +233,13 @@ def check_instance(inst, where):
         if url.scheme != "http" or url.hostname != "127.0.0.1":
             problems.append(f"{where}: health {inst['health']!r} must be an http://127.0.0.1 URL")
     drain = inst["drain"]
-    if drain is not None and not (isinstance(drain, dict) and drain.get("kind") == "haproxy"
-                                  and all(isinstance(drain.get(k), str) and drain[k]
-                                          for k in ("socket", "backend", "server"))):
-        problems.append(f"{where}: drain must be {{kind: haproxy, socket, backend, server}}")
+    haproxy = isinstance(drain, dict) and drain.get("kind") == "haproxy" \
+        and all(isinstance(drain.get(k), str) and drain[k] for k in ("socket", "backend", "server"))
+    port = isinstance(drain, dict) and drain.get("kind") == "port" and set(drain) <= {"kind", "port", "to"} \
+        and all(isinstance(drain.get(k), int) and not isinstance(drain[k], bool) and 1 <= drain[k] <= 65535
+                for k in ("port", "to") if k in drain or k == "port")
+    if drain is not None and not (haproxy or port):
+        problems.append(f"{where}: drain must be {{kind: haproxy, socket, backend, server}} or {{kind: port, port, to}}")
     return problems
 
 

@@ -17,6 +17,40 @@ from .host import Host
 
 HIDDEN = "<secret hidden>"  # what the agent prints where a secret value stood
 SECRET_PIECE = 8          # a multi-line secret's lines this long are hidden on their own too
+GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+              "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+SHELL_SPECIAL = re.compile(r"[ \t!\"#$&'()*;<>?\[\\\]^`{|}~]")   # what bash's printf %q escapes
+
+
+def go_quoted(text):
+    """TEXT as Go's %q / strconv.Quote writes it, without the outer quotes (Caddy's errors quote
+    a bad value so: `time: invalid duration "..."`)."""
+    out = []
+    for ch in text:
+        if ch in GO_ESCAPES:
+            out.append(GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def json_inner(text):
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def quoted_forms(value):
+    """VALUE as tools may print it back: as is, JSON-escaped (JSON logs: Caddy's journal lines),
+    Go-quoted (%q: Caddy's errors), a Go-quoted error inside a JSON log line, shell-quoted
+    (shlex.quote, the inside of a '...' word, backslash-escaped as bash's printf %q writes it).
+    Each is searched whole, so the quotes around it do not matter."""
+    return {value, json.dumps(value)[1:-1], json_inner(value), go_quoted(value), json_inner(go_quoted(value)),
+            shlex.quote(value), value.replace("'", "'\\''"), SHELL_SPECIAL.sub(lambda m: "\\" + m.group(0), value)}
 
 
 class Masking(Host):
@@ -36,13 +70,14 @@ class Masking(Host):
     # `sshd -t` all do), a health response, haproxy's answers and journal lines pass through
     # redact() before they reach an error, a progress line, the agent log or stdout.
     def learn_secrets(self, values):
-        """Add secret VALUES (and the lines of multi-line ones) to what redact() hides."""
+        """Add secret VALUES (and the lines of multi-line ones) to what redact() hides, each also
+        in the forms tools re-quote it in (quoted_forms)."""
         pieces = set()
         for value in values:
             if value:
-                pieces.add(value)
                 lines = [line.strip() for line in value.splitlines()]
-                pieces.update(line for line in lines if len(lines) > 1 and len(line) >= SECRET_PIECE)
+                for piece in [value, *(line for line in lines if len(lines) > 1 and len(line) >= SECRET_PIECE)]:
+                    pieces.update(quoted_forms(piece))
         if not pieces <= self.secret_values:
             self.secret_values |= pieces
             self.secret_re = re.compile("|".join(re.escape(p) for p in sorted(

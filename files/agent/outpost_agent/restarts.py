@@ -1,8 +1,22 @@
-"""Restarts and health: a manifest's restart plan (restart, reload, rolling with haproxy drains,
+"""Restarts and health: a manifest's restart plan (restart, reload, rolling with drains,
 blue-green with the proxy's switch file), each instance health-checked, and the rollback of a
 group that fails to the files it had before.
 
-Touches the units of the restart groups, the switch files and /var/lib/outpost/bluegreen/.
+A rolling restart drains a replica before it stops it, so that no request is sent to it as it
+goes: through haproxy's admin socket (`kind: haproxy`), or, for proxies without a runtime API
+(Caddy, nginx), in the kernel (`kind: port`, table `ip outpost_drain`): every new connection a
+non-root process (the proxy) opens to 127.0.0.1:PORT is sent to a sibling replica's port `to`
+instead (DNAT in nat/output); connections already open stay where they are (conntrack). The
+proxy sees no error, so nothing needs a retry (Caddy 2.6 cannot retry a request with a body: Go's
+transport closes the body of a failed attempt), and its health checks, sent on to the sibling,
+keep the replica in rotation. The agent waits until nothing is connected to the port or queued in
+its accept queue, restarts it (its own health checks, as root, reach the replica itself), and
+lifts the redirect. Without a sibling (one replica) new connections are refused instead (table
+`inet outpost_drain`). The port carries a timeout (DRAIN_TTL) so that an agent killed before
+lifting the drain does not keep the replica out for good.
+
+Touches the units of the restart groups, the switch files, /var/lib/outpost/bluegreen/ and the
+nftables tables `ip outpost_drain` and `inet outpost_drain`.
 """
 
 import shlex
@@ -11,12 +25,15 @@ import time
 
 from .base import STATE_DIR, AgentError, one_line
 from .fs import uid_of
-from .health import haproxy_command, haproxy_sessions, probe
+from .health import haproxy_command, haproxy_sessions, port_connections, probe
 from .manifest import summary
 from .units import Units
 
 SETTLE_CHECKS = 2          # rolling: proxy health-check intervals to wait between instances
-DRAIN_WAIT = 30           # haproxy: seconds to wait for a drained server's sessions to end
+DRAIN_WAIT = 30           # seconds to wait for a drained server's sessions to end
+DRAIN_TABLE = "outpost_drain"   # nftables (family inet): new connections to a draining port refused
+DRAIN_TTL = 600           # seconds a refusal lasts if the agent dies before lifting it
+NFT = "/usr/sbin/nft"
 
 
 class Restarts(Units):
@@ -38,6 +55,8 @@ class Restarts(Units):
         return self.redact(last)   # a response body may quote what the service was given
 
     def drain(self, d):
+        if d["kind"] == "port":
+            return self.drain_port(int(d["port"]), d.get("to"))
         for state in ("drain", "maint"):
             answer = self.redact(haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state {state}"))
             if answer.strip():
@@ -48,7 +67,40 @@ class Restarts(Units):
             time.sleep(0.2)
         self.log(f"drained {d['backend']}/{d['server']} at haproxy ({left} sessions left)")
 
+    def drain_port(self, port, to=None):
+        """Send new connections to 127.0.0.1:PORT from anyone but root to 127.0.0.1:TO (refuse
+        them without TO), then wait until none is left on PORT."""
+        if to:
+            family, hook, verdict = "ip", "type nat hook output priority -100", f"dnat to 127.0.0.1:{int(to)}"
+            matches = ["ip daddr 127.0.0.1"]
+        else:
+            family, hook, verdict = "inet", "type filter hook output priority filter", "ct state new reject with tcp reset"
+            matches = ["ip daddr 127.0.0.1", "ip6 daddr ::1"]
+        rules = "\n".join([
+            f"table {family} {DRAIN_TABLE}",
+            f"delete table {family} {DRAIN_TABLE}",
+            f"table {family} {DRAIN_TABLE} {{",
+            f"\tset ports {{ type inet_service; flags timeout; elements = {{ {port} timeout {DRAIN_TTL}s }}; }}",
+            "\tchain output {",
+            f"\t\t{hook}; policy accept;",
+            *[f"\t\tmeta skuid != 0 {match} tcp dport @ports {verdict}" for match in matches],
+            "\t}",
+            "}", ""])
+        self.run([NFT, "-f", "-"], input=rules)
+        deadline = time.monotonic() + DRAIN_WAIT
+        while (left := port_connections(port)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        how = f"sent to 127.0.0.1:{int(to)}" if to else "refused"
+        self.log(f"drained 127.0.0.1:{port}: new connections {how} ({left} connections left)")
+
     def undrain(self, d):
+        if d["kind"] == "port":
+            code, output, _ = self.run([NFT, "delete", "table", "ip" if d.get("to") else "inet", DRAIN_TABLE],
+                                       check=False)
+            if code != 0 and "No such file or directory" not in output:
+                raise AgentError(f"lifting the drain of 127.0.0.1:{d['port']} failed: {one_line(output)}")
+            self.log(f"127.0.0.1:{d['port']} takes new connections again")
+            return
         answer = self.redact(haproxy_command(d["socket"], f"set server {d['backend']}/{d['server']} state ready"))
         if answer.strip():
             raise AgentError(f"haproxy refused to ready {d['backend']}/{d['server']}: {one_line(answer)}")
