@@ -17,7 +17,7 @@ import json
 import shlex
 import time
 
-from components.config import parse
+from components.load import parse
 from components.render import render_host
 from components.render.agent import AGENT_PATH as AGENT
 from components.render.manifest import File, Manifest

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.config import parse
+from components.load import parse
 from components.render import render_host
 from components.render.agent import AGENT_PATH as AGENT
 from tests.conftest import ROOT
