@@ -53,7 +53,35 @@ def https_get(port: int, host: str, path: str, ca_file: str, timeout: float = 30
         raw.close()
 
 
-class Load:
+class _Clients:
+    """The thread lifecycle both loads share: `_client(index)` runs in CLIENTS daemon threads from
+    `with` until the block ends; each is joined for at most JOIN seconds."""
+
+    clients: int
+    join = 30.0
+
+    def _start_threads(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _client(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for index in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(index,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.join)
+
+
+class Load(_Clients):
     """`with Load(...) as load: ...` runs CLIENTS loops until the block ends (or MAX_SECONDS /
     MAX_REQUESTS), then `load.result` holds what was sent and what failed."""
 
@@ -62,11 +90,9 @@ class Load:
         self.args = (port, host, path, ca_file)
         self.clients, self.max_seconds, self.max_requests, self.pause = clients, max_seconds, max_requests, pause
         self.result = LoadResult()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._start_threads()
 
-    def _client(self) -> None:
+    def _client(self, index: int) -> None:
         """One client: a kept-alive HTTPS connection (as a browser keeps one), reopened after an
         error; every response must be 200."""
         port, host, path, ca_file = self.args
@@ -103,18 +129,6 @@ class Load:
             time.sleep(self.pause)
         if conn is not None:
             conn.close()
-
-    def __enter__(self) -> "Load":
-        for _ in range(self.clients):
-            thread = threading.Thread(target=self._client, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
 
 # --- clients that behave like browsers and API clients -------------------------------------------
@@ -225,7 +239,7 @@ def dropped(sock: socket.socket, timeout: float) -> bool:
     return True
 
 
-class ClientLoad:
+class ClientLoad(_Clients):
     """`with ClientLoad(port, targets, ca_file) as load:` runs CLIENTS clients until the block ends
     (or MAX_SECONDS / MAX_REQUESTS): each keeps CONNECTIONS kept-alive HTTPS connections to its
     target and uses them in turn, every POST_EVERY-th request a POST carrying a unique
@@ -250,9 +264,8 @@ class ClientLoad:
         self.tallies: dict[str, Tally] = {}
         self._phase = "between"
         self._sent = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self.join = timeout + 10
+        self._start_threads()
         self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     # -- phases and results ----------------------------------------------------------------------
@@ -383,15 +396,3 @@ class ClientLoad:
         for conn in conns:
             if conn is not None:
                 conn.close()
-
-    def __enter__(self) -> "ClientLoad":
-        for index in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(index,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.timeout + 10)
