@@ -122,10 +122,13 @@ def stdin_for(host: str, entries: Sequence[tuple[Manifest, str, str]],
 def ship_agent(name: str, admin: str, connection: remote.ConnectionArgs, parent: pulumi.Resource,
                depends_on: Sequence[pulumi.Resource] = ()) -> remote.CopyToRemote:
     """The agent's zipapp uploaded to the admin's home: a file asset, so the engine holds its hash,
-    not its ~170 KB, for each host; it runs again only when the agent changes (or the host does)."""
+    not its ~170 KB, for each host; it runs again only when the agent changes or the host does (a
+    new machine behind the same name has a new host key or address: the provider would otherwise
+    take a changed connection for nothing to copy, measured in the disaster drill)."""
     return remote.CopyToRemote(
         name, connection=connection, source=pulumi.FileAsset(str(agent_file())),
         remote_path=UPLOAD_PATH.format(admin=admin),
+        triggers=[connection.host, connection.port, connection.host_key],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)))
 
 

@@ -260,3 +260,15 @@ def test_a_service_whose_data_an_auto_backup_restores_applies_after_that_backup(
     assert order.index("backup-kollektivkart-data") < order.index("svc-kollektivkart")
     buckets = {r.urn for r in resources if r.type == "pulumi-python:dynamic/outpost:Bucket"}
     assert buckets and buckets <= set(web1.depends_on)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_agent_upload_follows_the_machine_behind_the_host(stack):
+    """A host replaced by a new machine (new host key, another address or port: the disaster
+    drill) gets the agent again: the upload's triggers hold the connection's identity, as the
+    provider does not copy again on a changed connection alone."""
+    uploads = of_type(registered(stack), "command:remote:CopyToRemote")
+    assert uploads
+    for upload in uploads:
+        conn = upload.inputs["connection"]
+        assert upload.inputs["triggers"] == [conn["host"], conn["port"], conn["hostKey"]], upload.name
