@@ -19,6 +19,7 @@ from .config.model import Stack
 from .config.problem import KeyProblem
 from .render import RENDERERS, render_stack
 from .render.backups import backup_manifest
+from .render.manifest import Manifest
 from .render.services import service_manifest
 
 Problem = tuple[str, str]
@@ -39,9 +40,13 @@ def parse(config: dict[str, Any], stack_name: str) -> Stack:
     the config layer's rules, then the renderers', then one owner per path."""
     file = f"Pulumi.{stack_name}.yaml"
     stack, origin = validated(config, stack_name)
-    problems = render_problems(stack)   # the renderers assume a stack that passed every check above
-    if not problems:  # and what they render may not have two owners for one path
-        problems = list(path_clashes(stack))
+    try:   # the renderers assume a stack that passed every check above
+        rendered = render_stack(stack)
+    except KeyProblem:
+        rendered = None
+    # a renderer refused: render piece by piece to name every problem; else what they render may
+    # not have two owners for one path
+    problems = render_problems(stack) if rendered is None else list(path_clashes(stack, rendered))
     if problems:
         raise ConfigError(list(dict.fromkeys(f"{file}: {NAMESPACE}:{origin(path)}: {msg}" for path, msg in problems)))
     return stack
@@ -66,11 +71,12 @@ def render_problems(stack: Stack) -> list[tuple[str, str]]:
     return problems
 
 
-def path_clashes(stack: Stack) -> Iterator[Problem]:
-    """Two manifests on one host writing one path (or one manifest writing it twice). Renders the
-    stack, so `parse` runs it last, once every other rule and the renderers passed. Files several
-    manifests ship byte for byte alike (the shared litestream scripts) are not a clash."""
-    for host, manifests in render_stack(stack).items():
+def path_clashes(stack: Stack, rendered: dict[str, list[Manifest]] | None = None) -> Iterator[Problem]:
+    """Two manifests on one host writing one path (or one manifest writing it twice), in RENDERED
+    (else the stack is rendered here), so `parse` runs it last, once every other rule and the
+    renderers passed. Files several manifests ship byte for byte alike (the shared litestream
+    scripts) are not a clash."""
+    for host, manifests in (rendered if rendered is not None else render_stack(stack)).items():
         seen: dict[str, tuple[str, object]] = {}
         for manifest in manifests:
             for f in manifest.files:

@@ -28,6 +28,7 @@ AGENT_PATH = "/usr/local/lib/outpost/outpost-apply.py"
 # agent's own outpost_agent/base.py names the same path.
 UPLOAD_PATH = "/home/{admin}/.outpost-agent.pyz"
 AGENT_SOURCE = Path(__file__).resolve().parent.parent.parent / "files" / "agent"
+_SHIPPED = AGENT_SOURCE
 SHEBANG = b"#!/usr/bin/env python3\n"
 EPOCH = (1980, 1, 1, 0, 0, 0)    # the earliest date a zip entry can carry
 
@@ -55,9 +56,17 @@ def _archive(sources: tuple[tuple[str, bytes], ...]) -> bytes:
     return out.getvalue()
 
 
+@functools.cache
+def _shipped_sources(source: Path) -> tuple[tuple[str, bytes], ...]:
+    # the repository's files/agent as this process first read it: a program run asks for the
+    # agent once per host (any other source directory is read every time)
+    return agent_sources(source)
+
+
 def agent_zipapp(source: Path | None = None) -> bytes:
     """The agent as one zipapp: `python3 FILE ARGS` runs outpost_agent.cli."""
-    return _archive(agent_sources(source))
+    source = source or AGENT_SOURCE
+    return _archive(_shipped_sources(source) if source == _SHIPPED else agent_sources(source))
 
 
 def agent_digest(source: Path | None = None) -> str:
