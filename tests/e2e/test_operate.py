@@ -94,7 +94,8 @@ def test_a_replica_stopped_by_hand_makes_status_exit_1_naming_it(ops):
 
 
 def test_an_unreachable_host_exits_2_and_is_named(ops):
-    config = {**ops.config, "outpost:hosts": {"vm": {**ops.config["outpost:hosts"]["vm"], "port": 9}}}
+    config = source(ops).config     # with the admin key's secret, as `make status` reads it
+    config = {**config, "outpost:hosts": {"vm": {**config["outpost:hosts"]["vm"], "port": 9}}}
     doc = status.collect(injected("local", config))
     assert doc["exit"] == 2 and not doc["hosts"]["vm"]["reachable"]
     assert status.table(doc).splitlines()[1].split()[:2] == ["vm", "-"]
