@@ -53,9 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("--follow", action="store_true")
     logs.add_argument("--for", dest="follow_for", type=float, default=None, metavar="SECONDS",
                       help="with --follow: stop after SECONDS (default: when the hosts' streams end or Ctrl-C)")
+    fetch = sub.add_parser("litestream-binary", help="the pinned litestream binary, for a host with no network "
+                                                     "(prints where on the host it goes)")
+    fetch.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "diff":
         return _diff(args)
+    if args.command == "litestream-binary":
+        from .operate import litestream
+        try:
+            args.out.write_bytes(litestream.binary())
+        except litestream.FetchError as error:
+            print(f"litestream-binary: {error}", file=sys.stderr)
+            return 2
+        print(litestream.LITESTREAM)
+        return 0
     if args.command in ("status", "drift", "logs", "rollback"):
         from .operate.cli import run
         return run(args)

@@ -190,3 +190,14 @@ def test_the_agent_imports_the_standard_library_and_the_modules_below_it_only():
                                         SOURCES[n].is_relative_to(ROOT / "files")))
 def test_files_shipped_to_hosts_import_no_component(name):
     assert not {t for t in GRAPH[name] if t.startswith(("components", "tools"))}
+
+
+def test_the_repository_tracks_no_symlink_and_nothing_the_setup_makes():
+    """A worktree's `.engine` or `.venv` link once slipped into a merge; checked out, it replaced
+    the real toolchain directory with a link to itself. No link belongs in the repository."""
+    import subprocess
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000 ")]
+    assert links == [], links
+    tracked = {line.split("\t", 1)[1].split("/")[0] for line in listed.splitlines()}
+    assert not tracked & {".engine", ".venv", ".vm", ".plan", "build"}, tracked & {".engine", ".venv", ".vm", ".plan", "build"}

