@@ -1,8 +1,9 @@
 """A rolling restart drains a replica in the kernel when the proxy has no runtime API to do it
 (Caddy, nginx): `drain: {kind: port, port: N, to: M}` (outpost_agent/restarts.py `drain_port`).
 
-Offline: the agent's nft script and the order of its steps (send new connections to the sibling,
-or refuse them without one; wait until nothing is connected; restart; lift the drain); what
+Offline: the agent's nft script and the order of its steps (declare the table, put the port in
+its map or set: new connections sent to the sibling, or refused without one; wait until nothing
+is connected; restart; take the port out again); what
 counts as connected in /proc/net/tcp; the manifest check. The nft scripts themselves run in
 tests/validators/test_port_drain_nft.py, in a private network namespace."""
 
@@ -60,20 +61,19 @@ def test_rolling_drains_waits_restarts_and_lifts_the_drain(host, servers, monkey
     seen.clear()
     doc["files"][0]["content"] = "v2"
     assert apply(agent, doc).endswith("restarted: web(rolling)")
-    assert [s[0] for s in seen] == ["nft", "connections", "connections", "connections", "restart", "nft"]
+    steps = [s[0] if s[0] != "nft" else s[1] for s in seen]
+    put = f"add element inet outpost_drain {'redirects' if to else 'refused'} {{ 8000 timeout 600s{' : 8001' if to else ''} }}"
+    lift = ["delete element inet outpost_drain redirects { 8000 }", "delete element inet outpost_drain refused { 8000 }"]
+    assert steps == ["-f -", *lift, put, "connections", "connections", "connections", "restart", *lift]
     script = seen[0][2]
-    assert seen[0][1] == "-f -"
-    family = "ip" if to else "inet"
-    assert script.startswith(f"table {family} outpost_drain\ndelete table {family} outpost_drain\n")
-    assert "elements = { 8000 timeout 600s }" in script
-    if to:   # the proxy's new connections go to the sibling: nothing for it to retry
-        assert "type nat hook output priority -100; policy accept;" in script
-        assert "meta skuid != 0 ip daddr 127.0.0.1 tcp dport @ports dnat to 127.0.0.1:8001" in script
-        assert "reject" not in script
-    else:    # a lone replica: refused, which a proxy passes on as an error
-        assert "meta skuid != 0 ip daddr 127.0.0.1 tcp dport @ports ct state new reject with tcp reset" in script
-        assert "meta skuid != 0 ip6 daddr ::1 tcp dport @ports ct state new reject with tcp reset" in script
-    assert seen[-1] == ("nft", f"delete table {family} outpost_drain", None)
+    # the table is declared, never deleted: removing a nat chain would strand redirected connections
+    assert script.startswith("table inet outpost_drain {\n") and "delete table" not in script
+    assert "\tchain nat_output { type nat hook output priority -100; policy accept; }" in script
+    assert ("add rule inet outpost_drain nat_output meta skuid != 0 ip daddr 127.0.0.1 meta l4proto tcp "
+            "dnat ip to 127.0.0.1 : tcp dport map @redirects") in script
+    for match in ("ip daddr 127.0.0.1", "ip6 daddr ::1"):   # a lone replica: refused, passed on as an error
+        assert (f"add rule inet outpost_drain filter_output meta skuid != 0 {match} tcp dport @refused "
+                "ct state new reject with tcp reset") in script
     how = "sent to 127.0.0.1:8001" if to else "refused"
     assert f"drained 127.0.0.1:8000: new connections {how} (0 connections left)" in agent.log_to.getvalue()
 
@@ -94,9 +94,9 @@ def test_the_wait_is_bounded(host, servers, monkeypatch):
     assert "drained 127.0.0.1:8000: new connections sent to 127.0.0.1:8001 (5 connections left)" in agent.log_to.getvalue()
 
 
-def test_lifting_a_refusal_that_is_gone_already_is_fine_another_failure_is_not(host):
+def test_lifting_a_drain_that_is_gone_already_is_fine_another_failure_is_not(host):
     agent, fake, _ = host
-    agent.runner = lambda argv, **kw: (1, "Error: No such file or directory; did you mean table", "")
+    agent.runner = lambda argv, **kw: (1, "Error: Could not process rule: No such file or directory", "")
     agent.undrain({"kind": "port", "port": 8000})
     agent.runner = lambda argv, **kw: (1, "Error: Could not process rule: Operation not permitted", "")
     with pytest.raises(AgentError, match="lifting the drain of 127.0.0.1:8000 failed"):
