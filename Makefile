@@ -32,8 +32,8 @@ down: setup                   ## `pulumi destroy --stack local`, then stop the V
 engine:                       ## Pulumi CLI v$(PULUMI_VERSION) and its plugins in .engine/bin (Go module proxy or Pulumi's installer; cached)
 	@python3 tools/engine/build.py
 
-test: setup                   ## every test layer: render, program, validators, end to end
-	$(PY) -m pytest -q -m "not mesh"
+test: setup                   ## every test layer: render, program, validators beside the end to end suite on VMs
+	PY=$(PY) tools/test_all.sh
 
 test-mesh: setup              ## the WireGuard mesh between two VMs (kept out of make test: CI time)
 	$(PY) -m pytest -q -m mesh
