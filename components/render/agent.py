@@ -57,16 +57,16 @@ def _archive(sources: tuple[tuple[str, bytes], ...]) -> bytes:
 
 
 @functools.cache
-def _shipped_sources(source: Path) -> tuple[tuple[str, bytes], ...]:
+def _shipped_sources() -> tuple[tuple[str, bytes], ...]:
     # the repository's files/agent as this process first read it: a program run asks for the
     # agent once per host (any other source directory is read every time)
-    return agent_sources(source)
+    return agent_sources(_SHIPPED)
 
 
 def agent_zipapp(source: Path | None = None) -> bytes:
     """The agent as one zipapp: `python3 FILE ARGS` runs outpost_agent.cli."""
     source = source or AGENT_SOURCE
-    return _archive(_shipped_sources(source) if source == _SHIPPED else agent_sources(source))
+    return _archive(_shipped_sources() if source == _SHIPPED else agent_sources(source))
 
 
 def agent_digest(source: Path | None = None) -> str:
