@@ -83,6 +83,7 @@ BLUEGREEN_RULES = "/etc/outpost/proxy/bluegreen.nft"   # includes every switch f
 NFT = "/usr/sbin/nft"
 # Reloads of Caddy and nginx: drain client connections first (files/proxy/outpost-proxy-reload.py).
 RELOAD_TOOL = "/usr/local/lib/outpost/outpost-proxy-reload"
+HOLD_TABLE = "outpost_proxy_hold"     # family inet: its --hold-new-connections (Caddy's reloads)
 RELOAD_TOOL_SOURCE = Path(__file__).resolve().parent.parent.parent / "files" / "proxy" / "outpost-proxy-reload.py"
 DRAIN_FLAG = "/run/outpost-proxy/drain"   # while it exists, Caddy and nginx answer Connection: close
 CLIENT_IDLE_MS = 10_000                   # every proxy closes a client connection idle this long
@@ -363,6 +364,7 @@ def _context(spec: ProxySpec, root: str) -> dict[str, object]:
         "bluegreen_rules": f"{root}{BLUEGREEN_RULES}" if bluegreen_upstreams(spec) else "",
         "nft": NFT,
         "bluegreen_table": BLUEGREEN_TABLE,
+        "hold_table": HOLD_TABLE,
         "reload_tool": f"{root}{RELOAD_TOOL}",
         "drain_flag": f"{root}{DRAIN_FLAG}",
         "drain_dir": f"{root}{Path(DRAIN_FLAG).parent}",
@@ -487,4 +489,5 @@ def reload_argv(kind: str) -> list[str]:
 
 
 def proxy_packages(kind: str, bluegreen: bool = False) -> list[str]:
-    return list(PACKAGES[check_kind(kind)]) + (["nftables"] if bluegreen else [])
+    # Caddy's reloads hold new connections back with nftables (files/proxy/outpost-proxy-reload.py)
+    return list(PACKAGES[check_kind(kind)]) + (["nftables"] if bluegreen or kind == "caddy" else [])

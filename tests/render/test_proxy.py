@@ -135,15 +135,17 @@ def test_caddy_every_site_answers_connection_close_while_draining():
 def test_caddy_reload_runs_through_the_drain_tool():
     dropin = files_of("caddy-internal")[proxy.CADDY_DROPIN].content
     assert ("ExecReload=\nExecReload=+/usr/bin/python3 /usr/local/lib/outpost/outpost-proxy-reload --ports 80,443 "
-            "--flag /run/outpost-proxy/drain --limit 11 -- /usr/bin/caddy reload --config /etc/caddy/Caddyfile "
-            "--adapter caddyfile --force --address unix//run/caddy/admin.sock\n") in dropin
+            "--flag /run/outpost-proxy/drain --limit 11 --hold-new-connections -- /usr/bin/caddy reload --config "
+            "/etc/caddy/Caddyfile --adapter caddyfile --force --address unix//run/caddy/admin.sock\n") in dropin
     assert "ExecStartPre=+/bin/rm -f /run/outpost-proxy/drain\n" in dropin
+    # a hold a killed reload left is lifted on start (it would also end by its own timeout)
+    assert "ExecStartPre=-+/usr/sbin/nft flush set inet outpost_proxy_hold held\n" in dropin
     assert "ExecStartPre=+/usr/sbin/nft -f /etc/outpost/proxy/bluegreen.nft\n" in dropin
     assert "ExecStopPost=-+/usr/sbin/nft delete table ip outpost_bluegreen\n" in dropin
     tool = files_of("caddy-internal")[proxy.RELOAD_TOOL]
     assert tool.mode == "0755" and tool.content == proxy.RELOAD_TOOL_SOURCE.read_text()
-    plain = files_of("caddy-acme")                       # no blue-green: no nftables at all
-    assert "nft" not in plain[proxy.CADDY_DROPIN].content and proxy.BLUEGREEN_RULES not in plain
+    plain = files_of("caddy-acme")                       # no blue-green: no DNAT rules, only the hold
+    assert "bluegreen" not in plain[proxy.CADDY_DROPIN].content and proxy.BLUEGREEN_RULES not in plain
 
 
 def test_the_switch_file_is_one_nft_rule_whichever_proxy():
@@ -332,7 +334,7 @@ def test_deterministic_and_independent_of_route_order(case):
 def test_commands_units_and_packages(kind):
     assert proxy.reload_argv(kind) == ["systemctl", "reload", f"{kind}.service"]
     assert proxy.proxy_unit(kind) == f"{kind}.service"
-    assert proxy.proxy_packages(kind) == [kind]
+    assert proxy.proxy_packages(kind) == [kind] + (["nftables"] if kind == "caddy" else [])   # Caddy's reload hold
     assert proxy.proxy_packages(kind, bluegreen=True) == [kind, "nftables"]
     argv = proxy.validate_argv(kind, "/etc/x/.outpost-stage-1/main")
     assert argv[:2] == {"caddy": ["caddy", "validate"], "haproxy": ["haproxy", "-c"],
