@@ -195,14 +195,19 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as e:
                 print(f"outpost-proxy-reload: could not hold new connections back: {e}", file=sys.stderr)
                 return 1
-            held = True
+            held, held_since = True, time.monotonic()
             if not wait(lambda: listening(ports)[1] == 0, HOLD_WAIT):
                 print(f"outpost-proxy-reload: connections still queued after {HOLD_WAIT}s", file=sys.stderr)
         code = subprocess.run(args.command, stdin=subprocess.DEVNULL).returncode
         if code != 0:
             return code
-        if held and not wait(lambda: listening(ports)[0] <= sockets_before, HOLD_WAIT):
-            print(f"outpost-proxy-reload: the old listening sockets still open after {HOLD_WAIT}s", file=sys.stderr)
+        if held:
+            if not wait(lambda: listening(ports)[0] <= sockets_before, HOLD_WAIT):
+                print(f"outpost-proxy-reload: the old listening sockets still open after {HOLD_WAIT}s",
+                      file=sys.stderr)
+            release()
+            held = False
+            print(f"outpost-proxy-reload: new connections held back for {time.monotonic() - held_since:.1f}s")
         if not wait(lambda: not alive(workers), args.workers_limit):
             print(f"outpost-proxy-reload: {len(alive(workers))} old workers still running after "
                   f"{args.workers_limit:g}s", file=sys.stderr)
