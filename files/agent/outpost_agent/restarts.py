@@ -19,8 +19,8 @@ The table, its chains and their rules stay; a drain only adds the port to the ma
 the set `refused`) and lifting it takes the port out. Removing a nat chain would take the kernel's
 NAT binding away from connections redirected a moment before, still open or in TIME_WAIT: their
 next packets reach the restarted replica untranslated and the request hangs (measured by
-bench/dnat_churn.py: 31 of 62,000 connections failed when the table went with each drain, 0 of
-over 250,000 with the port taken out of the map).
+bench/dnat_churn.py: 29 of 67,802 connections failed when the table went with each drain, 0 of
+81,615 with the port taken out of the map).
 
 Touches the units of the restart groups, the switch files, /var/lib/outpost/bluegreen/ and the
 nftables table `inet outpost_drain`.
