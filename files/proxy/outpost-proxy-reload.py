@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                     workers = children(int(pidfile.read().strip()))
             except (OSError, ValueError):
                 workers = set()     # not running: the command starts nothing to wait for
-        sockets_before = listening(ports)[0]
         if args.hold_new_connections:
+            sockets_before = listening(ports)[0]
             try:
                 hold(ports)
             except RuntimeError as e:
